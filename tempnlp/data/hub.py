@@ -1,0 +1,75 @@
+"""Resolve Hub ids to a local mirror when one is configured, to the Hub otherwise.
+
+Recipes and code name models and datasets by their Hub id (``sentence-transformers/all-MiniLM-L6-v2``,
+``stanfordnlp/snli``). When the environment variable ``TEMPNLP_MIRROR`` points at a folder laid out by Hub id
+(``<root>/models/<org>/<name>``, ``<root>/datasets/<org>/<name>``), that copy is used, which is how tempnlp runs
+where the Hub cannot be reached; otherwise the id goes to the Hub unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MIRROR_ENV = "TEMPNLP_MIRROR"
+
+
+def mirror_root() -> Path | None:
+    """The configured mirror root, or None. A set but missing folder is an error, not a silent Hub fallback."""
+    value = os.environ.get(MIRROR_ENV)
+    if not value:
+        return None
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{MIRROR_ENV}={value!r} is not a directory. Point it at the mirror root (the folder holding "
+            f"models/ and datasets/), or unset it to use the Hugging Face Hub."
+        )
+    return root
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local path stays as is; a Hub id becomes its mirror folder when the mirror has it."""
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    root = mirror_root()
+    if root is not None:
+        candidate = root / "models" / name_or_path
+        if (candidate / "config.json").is_file() or (candidate / "modules.json").is_file():
+            logger.info("model %s: using the mirror copy at %s", name_or_path, candidate)
+            return str(candidate)
+        logger.info("model %s: not in the mirror %s, trying the Hugging Face Hub", name_or_path, root)
+    return name_or_path
+
+
+def resolve_dataset_dir(dataset_id: str) -> Path:
+    """The mirror folder of a dataset; an error naming the path when it is absent."""
+    root = mirror_root()
+    if root is None:
+        raise FileNotFoundError(
+            f"Dataset {dataset_id!r} is read from a local mirror here, but {MIRROR_ENV} is not set. Set it to the "
+            "mirror root (e.g. export TEMPNLP_MIRROR=../shared/mirror)."
+        )
+    folder = root / "datasets" / dataset_id
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Dataset {dataset_id!r} is not in the mirror: {folder} does not exist.")
+    return folder
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Rows of a (gzipped) JSON-lines file; a malformed line is an error naming file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: not a JSON object ({error.msg}).") from error

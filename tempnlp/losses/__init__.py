@@ -1,0 +1,11 @@
+"""sentence-transformers losses with a swappable temperature; use them like ST's own.
+
+>>> from tempnlp.losses import InfoNCELoss
+>>> loss = InfoNCELoss(model, temperature=0.05)  # doctest: +SKIP
+"""
+
+from tempnlp.losses.base import TemperatureContrastiveLoss
+from tempnlp.losses.dcl import DCLLoss
+from tempnlp.losses.infonce import InfoNCELoss
+
+__all__ = ["DCLLoss", "InfoNCELoss", "TemperatureContrastiveLoss"]

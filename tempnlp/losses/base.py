@@ -1,0 +1,58 @@
+"""The thin sentence-transformers layer: embed the columns, hand them to an objective, expose its temperature."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+from torch import Tensor, nn
+
+from tempnlp.objectives.base import ContrastiveObjective
+from tempnlp.temperature import TemperaturePolicy
+
+
+class TemperatureContrastiveLoss(nn.Module):
+    """Base of tempnlp's sentence-transformers losses.
+
+    Subclasses build ``self.objective`` (a :class:`~tempnlp.objectives.base.ContrastiveObjective`) and define
+    ``citation``. The loss takes the batch columns in dataset order: anchor, positive, then any number of
+    hard-negative columns.
+    """
+
+    def __init__(self, model: SentenceTransformer, objective: ContrastiveObjective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    @property
+    def temperature(self) -> TemperaturePolicy:
+        """The temperature policy (its parameters, if any, are ``temperature.*`` in ``named_parameters()``)."""
+        return self.objective.temperature
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        features = list(sentence_features)
+        self._check_columns(len(features))
+        embeddings = embed_columns(self.model, features)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        self._check_columns(len(embeddings))
+        return self.objective(embeddings[0], embeddings[1:])
+
+    def temperature_stats(self) -> dict[str, float]:
+        """``tau_mean``, ``tau_min``, ``tau_max`` of the last step (one host read: call it when logging)."""
+        return self.objective.temperature_stats()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        # The policy is passed as a module so the model card renders it as ``MACLTemperature(tau0=..., ...)``.
+        return {"temperature": self.temperature}
+
+    def _check_columns(self, count: int) -> None:
+        if count < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least two columns (anchor, positive[, negative_1, ...]) but the "
+                f"batch has {count}. For unsupervised SimCSE, where a sentence is its own positive, duplicate "
+                "the text column: dataset.map(lambda row: {'positive': row['anchor']})."
+            )

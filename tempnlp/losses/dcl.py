@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+
+from tempnlp.losses.base import TemperatureContrastiveLoss
+from tempnlp.objectives import DCL
+from tempnlp.temperature import TemperaturePolicy
+
+
+class DCLLoss(TemperatureContrastiveLoss):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        temperature: TemperaturePolicy | float = 0.05,
+        sigma: float | None = None,
+        symmetric: bool = False,
+        anchor_negatives: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        """
+        Decoupled contrastive loss (DCL), and DCLW when ``sigma`` is set, with a swappable temperature.
+
+        Like InfoNCE, but the positive is removed from the softmax denominator, which removes the
+        negative-positive coupling that makes InfoNCE need large batches. DCLW additionally weights each
+        positive pair by ``2 - B * softmax(cos / sigma)`` over the batch (paper: ``sigma=0.5``), so poorly
+        aligned positives pull harder.
+
+        Args:
+            model: SentenceTransformer model.
+            temperature: a positive number or a :class:`~tempnlp.temperature.TemperaturePolicy`.
+            sigma: None for DCL; the von Mises-Fisher width for DCLW (0.5 in the paper).
+            symmetric: average with the document-to-anchor direction (the paper's two-view form).
+            anchor_negatives: also use the other anchors as negatives (the paper's SimCLR setting).
+            check_finite: raise a ValueError on NaN/inf embeddings (one host read per step).
+
+        Requirements:
+            1. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples; a batch needs
+               at least one negative (batch size > 1 or a negative column).
+
+        Inputs:
+            +-------------------------------------------------+--------+
+            | Texts                                           | Labels |
+            +=================================================+========+
+            | (anchor, positive) pairs                        | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative_1, ..., negative_n) | none   |
+            +-------------------------------------------------+--------+
+
+        Example:
+            ::
+
+                from tempnlp.losses import DCLLoss
+
+                loss = DCLLoss(model, temperature=0.05)             # DCL
+                loss = DCLLoss(model, temperature=0.05, sigma=0.5)  # DCLW
+        """
+        objective = DCL(
+            temperature,
+            sigma=sigma,
+            symmetric=symmetric,
+            anchor_negatives=anchor_negatives,
+            check_finite=check_finite,
+        )
+        super().__init__(model, objective)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        objective = self.objective
+        return {
+            **super().get_config_dict(),
+            "sigma": objective.sigma,
+            "symmetric": objective.symmetric,
+            "anchor_negatives": objective.anchor_negatives,
+        }
+
+    @property
+    def citation(self) -> str:
+        return self.temperature.citation + """
+@inproceedings{yeh2022decoupled,
+    title = {Decoupled Contrastive Learning},
+    author = {Yeh, Chun-Hsiao and Hong, Cheng-Yao and Hsu, Yen-Chi and Liu, Tyng-Luh and Chen, Yubei and LeCun, Yann},
+    booktitle = {European Conference on Computer Vision (ECCV)},
+    year = {2022},
+    url = {https://arxiv.org/abs/2110.06848},
+}
+"""

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+
+from tempnlp.losses.base import TemperatureContrastiveLoss
+from tempnlp.objectives import InfoNCE
+from tempnlp.temperature import TemperaturePolicy
+
+
+class InfoNCELoss(TemperatureContrastiveLoss):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        temperature: TemperaturePolicy | float = 0.05,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        """
+        InfoNCE (in-batch negatives, SimCSE, MultipleNegativesRankingLoss) with a swappable temperature.
+
+        For each anchor, the positive must score higher than every other document in the batch: the other
+        anchors' positives and every hard-negative column. Cosine similarities are divided by the temperature
+        that ``temperature`` returns for them, which may be a constant, learned, adapted per batch (MACL), per
+        similarity entry (DySTreSS) or per sample.
+
+        With a fixed temperature this is ``MultipleNegativesRankingLoss(model, scale=1 / temperature)``, same
+        loss and same gradients; ``symmetric=True`` matches MNRL with ``directions=("query_to_doc",
+        "doc_to_query")`` and ``partition_mode="per_direction"``.
+
+        Args:
+            model: SentenceTransformer model.
+            temperature: a positive number (fixed tau; SimCSE and MNRL use 0.05) or a
+                :class:`~tempnlp.temperature.TemperaturePolicy` such as ``LearnableTemperature()``,
+                ``MACLTemperature()`` or ``DySTreSSTemperature()``.
+            symmetric: also score each positive against all anchors and average the two directions.
+            check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
+                device per step; pass False to skip it.
+
+        Requirements:
+            1. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples.
+
+        Inputs:
+            +-------------------------------------------------+--------+
+            | Texts                                           | Labels |
+            +=================================================+========+
+            | (anchor, positive) pairs                        | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative_1, ..., negative_n) | none   |
+            +-------------------------------------------------+--------+
+
+        Recommendations:
+            - Use ``BatchSamplers.NO_DUPLICATES`` so that no in-batch negative duplicates an anchor's positive.
+            - Log the temperature with :func:`tempnlp.train.log_temperature`.
+
+        Relations:
+            - :class:`DCLLoss` removes the positive from the denominator.
+
+        Example:
+            ::
+
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from tempnlp.losses import InfoNCELoss
+                from tempnlp.temperature import MACLTemperature
+                from tempnlp.train import log_temperature
+
+                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+                train_dataset = Dataset.from_dict({
+                    "anchor": ["It's nice weather outside today.", "He drove to work."],
+                    "positive": ["It's so sunny.", "He took the car to the office."],
+                })
+                loss = InfoNCELoss(model, temperature=MACLTemperature())
+                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
+                log_temperature(trainer)  # tau_mean / tau_min / tau_max in the logs
+                trainer.train()
+        """
+        super().__init__(model, InfoNCE(temperature, symmetric=symmetric, check_finite=check_finite))
+        self.symmetric = self.objective.symmetric
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "symmetric": self.symmetric}
+
+    @property
+    def citation(self) -> str:
+        return self.temperature.citation + """
+@inproceedings{gao2021simcse,
+    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
+    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    url = "https://arxiv.org/abs/2104.08821",
+}
+"""

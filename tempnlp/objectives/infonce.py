@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tempnlp.objectives.base import (
+    ContrastiveObjective,
+    as_columns,
+    logits_dtype,
+    normalized_similarities,
+    scale_by_temperature,
+    validate_batch,
+)
+from tempnlp.temperature import TemperaturePolicy
+
+
+class InfoNCE(ContrastiveObjective):
+    """InfoNCE with in-batch negatives, hard-negative columns and an optional symmetric term.
+
+    Row ``i`` scores its anchor against every document of the batch (the B positives, then each hard-negative
+    column), divided by the policy's temperature; the loss is the cross-entropy of picking document ``i``::
+
+        l_i = -log( exp(s_ii / tau_ii) / sum_j exp(s_ij / tau_ij) )
+
+    With ``symmetric=True`` the document-to-anchor term (each positive against the B anchors) is added and the
+    two are averaged, as in sentence-transformers' ``MultipleNegativesRankingLoss(directions=("query_to_doc",
+    "doc_to_query"), partition_mode="per_direction")``. With a fixed temperature this is exactly MNRL with
+    ``scale = 1 / tau``.
+
+    Similarities are scaled and reduced in at least float32 with log-sum-exp, so tau = 0.01 is finite under bf16
+    and fp16 autocast.
+
+    Args:
+        temperature: a number (fixed tau) or a :class:`~tempnlp.temperature.TemperaturePolicy`.
+        symmetric: add the document-to-anchor direction.
+        check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
+
+    Call it as ``objective(anchors, documents, indices=None)`` with anchors (B, d) and documents a (B, d)
+    tensor of positives, a list ``[positives, negatives_1, ...]`` of (B, d) tensors, or a (B, 1 + n, d) tensor.
+
+    References: van den Oord, Li and Vinyals 2018, arXiv 1807.03748; Gao, Yao and Chen 2021 (SimCSE),
+    arXiv 2104.08821.
+    """
+
+    def __init__(
+        self,
+        temperature: TemperaturePolicy | float = 0.05,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(temperature)
+        self.symmetric = bool(symmetric)
+        self.check_finite = bool(check_finite)
+
+    def forward(
+        self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None
+    ) -> Tensor:
+        columns = as_columns(documents)
+        validate_batch(anchors, columns, check_values=self.check_finite)
+        self.last_temperatures = []
+        similarities, _ = normalized_similarities(anchors, columns)
+        similarities = similarities.to(logits_dtype(similarities.dtype))
+        rows = torch.arange(anchors.size(0), device=anchors.device)
+        positives = similarities[rows, rows]
+
+        losses = self._row_losses(similarities, positives, anchors, indices, rows)
+        if self.symmetric:
+            # Each positive against all anchors: the first (positives) block, transposed.
+            backward = similarities[:, : anchors.size(0)].T
+            losses = 0.5 * (losses + self._row_losses(backward, positives, columns[0], indices, rows))
+        return losses.mean()
+
+    def _row_losses(
+        self, similarities: Tensor, positives: Tensor, anchors: Tensor, indices: Tensor | None, rows: Tensor
+    ) -> Tensor:
+        tau = self._temperature(similarities, positives, anchors, indices)
+        logits = scale_by_temperature(similarities, tau)
+        positive_logits = logits[rows, rows]
+        if not self.temperature.reweights:
+            return torch.logsumexp(logits, dim=1) - positive_logits
+        # Reweighting by 1 / (1 - P) needs 1 - P to keep its digits as P -> 1, where log-sum-exp - l_i rounds to
+        # 0 in float32. -log P = softplus(lse_{j != i} l_ij - l_ii) does not, and in float64 (B values) the weight
+        # and the product stay finite down to tau = 0.01: the reweighted loss of a separated row tends to 1.
+        excluded = torch.zeros_like(logits, dtype=torch.bool)
+        excluded[rows, rows] = True
+        negative_lse = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
+        negative_log_probs = F.softplus((negative_lse - positive_logits).double())
+        weights = self.temperature.loss_weights(-negative_log_probs)
+        return (negative_log_probs * weights).to(logits.dtype)
+
+    def extra_repr(self) -> str:
+        return f"symmetric={self.symmetric}"

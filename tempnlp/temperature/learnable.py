@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tempnlp._checks import ordered_bounds, positive_float
+from tempnlp.temperature.base import TemperaturePolicy
+
+
+class LearnableTemperature(TemperaturePolicy):
+    """A single temperature learned with the encoder, parametrised as CLIP's ``logit_scale = log(1/tau)``.
+
+    The value is clamped to ``tau >= min_tau`` (CLIP keeps ``1/tau <= 100``, i.e. ``min_tau=0.01``). The clamp is
+    straight-through: the forward pass uses the clamped value while the gradient reaches the parameter unchanged,
+    so a temperature pressed against the bound can still move back when the loss asks for it (a plain
+    ``clamp`` would give it zero gradient there for good).
+
+    The parameter is named ``log_inverse_tau``; inside a tempnlp loss it is ``temperature.log_inverse_tau``, so it
+    can get its own learning rate through sentence-transformers' training arguments::
+
+        args = SentenceTransformerTrainingArguments(..., learning_rate_mapping={r"temperature\\.": 1e-3})
+
+    Weight decay pulls ``log(1/tau)`` towards 0 (tau towards 1); keep ``weight_decay=0`` (the default) or
+    exclude it, as CLIP does.
+
+    Args:
+        init: initial temperature (CLIP: 0.07).
+        min_tau: lower bound of the temperature (CLIP: 0.01).
+
+    Reference: Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision",
+    arXiv 2103.00020.
+    """
+
+    citation = """
+@inproceedings{radford2021clip,
+    title = {Learning Transferable Visual Models From Natural Language Supervision},
+    author = {Radford, Alec and Kim, Jong Wook and Hallacy, Chris and others},
+    booktitle = {International Conference on Machine Learning (ICML)},
+    year = {2021},
+    url = {https://arxiv.org/abs/2103.00020},
+}
+"""
+
+    def __init__(self, init: float = 0.07, min_tau: float = 0.01) -> None:
+        super().__init__()
+        self.init = positive_float("init", init, hint="CLIP starts at 0.07.")
+        self.min_tau = positive_float("min_tau", min_tau, hint="CLIP uses 0.01 (1/tau <= 100).")
+        ordered_bounds("min_tau", self.min_tau, "init", self.init)
+        self.log_inverse_tau = nn.Parameter(torch.tensor(math.log(1.0 / self.init)))
+        self._max_log_inverse_tau = math.log(1.0 / self.min_tau)
+
+    def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
+        raw = self.log_inverse_tau
+        clamped = raw.clamp(max=self._max_log_inverse_tau)
+        log_inverse_tau = raw + (clamped - raw).detach()  # value of the clamp, gradient of the identity
+        return torch.exp(-log_inverse_tau)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"init": self.init, "min_tau": self.min_tau}

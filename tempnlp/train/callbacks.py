@@ -1,0 +1,50 @@
+"""Trainer integration: put the temperature of tempnlp losses into the trainer's logs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+
+class TemperatureLoggingCallback(TrainerCallback):
+    """Adds ``tau_mean``, ``tau_min`` and ``tau_max`` of the last training step to every training log line.
+
+    The values land in ``trainer.state.log_history`` and in the logs the reporting integrations receive
+    (TensorBoard, CSV, ...) provided this callback runs before them, which :func:`log_temperature` arranges.
+    With several losses (a dict of losses) the keys are prefixed by the dataset name: ``nli_tau_mean``.
+
+    The statistics are read from the device only here, at logging time, never in the loss's forward pass.
+    """
+
+    def __init__(self, loss: Any) -> None:
+        losses = loss if isinstance(loss, Mapping) else {"": loss}
+        self.losses = {name: fn for name, fn in losses.items() if hasattr(fn, "temperature_stats")}
+
+    def on_log(self, args, state, control, logs: dict[str, float] | None = None, **kwargs) -> None:
+        if logs is None or "loss" not in logs:  # evaluation and final summaries carry no training step
+            return
+        stats: dict[str, float] = {}
+        for name, loss in self.losses.items():
+            prefix = f"{name}_" if name else ""
+            stats.update({f"{prefix}{key}": round(value, 6) for key, value in loss.temperature_stats().items()})
+        logs.update(stats)
+        # The trainer appended a copy of ``logs`` to the history just before calling back.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(stats)
+
+
+def log_temperature(trainer: Trainer) -> TemperatureLoggingCallback:
+    """Log the temperature of ``trainer.loss`` (a tempnlp loss or a dict of them) with every training log.
+
+    The callback is placed first, so reporting integrations registered by ``report_to`` see the values too.
+    """
+    callback = TemperatureLoggingCallback(trainer.loss)
+    if not callback.losses:
+        raise TypeError(
+            f"trainer.loss ({type(trainer.loss).__name__}) exposes no temperature_stats(); log_temperature works "
+            "with tempnlp losses such as tempnlp.losses.InfoNCELoss."
+        )
+    trainer.callback_handler.callbacks.insert(0, callback)
+    return callback

@@ -1,0 +1,147 @@
+"""Temperature policies against formulas evaluated entry by entry with the math module."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tempnlp.temperature import (
+    POLICIES,
+    DySTreSSTemperature,
+    FixedTemperature,
+    LearnableTemperature,
+    MACLTemperature,
+    as_policy,
+)
+
+
+def _similarities(rows: int = 5, cols: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    sims = torch.rand(rows, cols, generator=generator, dtype=torch.float64) * 2 - 1
+    return sims, sims.diagonal()
+
+
+def test_fixed_returns_its_scalar_and_records_it():
+    sims, pos = _similarities()
+    policy = FixedTemperature(0.05)
+    tau = policy(sims, pos)
+    assert tau.dim() == 0 and float(tau) == pytest.approx(0.05)
+    assert policy.temperature_stats() == pytest.approx({"tau_mean": 0.05, "tau_min": 0.05, "tau_max": 0.05})
+
+
+def test_learnable_starts_at_init_and_clamps_straight_through():
+    sims, pos = _similarities()
+    policy = LearnableTemperature(init=0.07, min_tau=0.01)
+    assert float(policy(sims, pos).detach()) == pytest.approx(0.07)
+    with torch.no_grad():
+        policy.log_inverse_tau.fill_(math.log(1 / 0.001))  # beyond 1/tau = 100
+    tau = policy(sims, pos)
+    assert float(tau.detach()) == pytest.approx(0.01)
+    tau.backward()
+    # The clamp passes the gradient through, so the parameter can leave the bound again: d tau / d p = -tau.
+    assert float(policy.log_inverse_tau.grad) == pytest.approx(-0.01)
+
+
+def test_learnable_gradcheck():
+    sims, pos = _similarities()
+    policy = LearnableTemperature(init=0.07, min_tau=0.01).double()
+
+    def tau_of(log_inverse_tau):
+        return torch.func.functional_call(policy, {"log_inverse_tau": log_inverse_tau}, (sims, pos))
+
+    # Inside the bound; beyond it the gradient is straight-through by design (tested above).
+    start = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tau_of, (start,))
+
+
+@pytest.mark.parametrize("tau0,alpha,a0", [(0.05, 2.0, 0.8), (0.1, 0.5, 0.0), (0.2, -1.0, 0.3)])
+def test_macl_formula(tau0, alpha, a0):
+    sims, pos = _similarities()
+    policy = MACLTemperature(tau0=tau0, alpha=alpha, A0=a0, min_tau=1e-4)
+    alignment = sum(float(v) for v in pos) / len(pos)
+    expected = max(tau0 * (1 + alpha * (alignment - a0)), 1e-4)
+    assert float(policy(sims, pos)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_macl_clamps_positive_and_detaches():
+    sims, pos = _similarities()
+    pos = torch.full_like(pos, -1.0).requires_grad_()
+    policy = MACLTemperature(tau0=0.05, alpha=2.0, A0=0.8, min_tau=0.01)
+    tau = policy(sims, pos)
+    assert float(tau) == pytest.approx(0.01)
+    assert not tau.requires_grad  # the alignment is read detached
+
+
+def test_macl_reweighting_is_one_over_one_minus_p():
+    policy = MACLTemperature(reweight=True)
+    probs = torch.tensor([0.1, 0.5, 0.9, 0.999], dtype=torch.float64)
+    weights = policy.loss_weights(probs.log())
+    for p, w in zip(probs.tolist(), weights.tolist(), strict=True):
+        assert w == pytest.approx(1 / (1 - p), rel=1e-9)
+    assert MACLTemperature(reweight=False).loss_weights(probs.log()) is None
+
+
+def _dystress_paper(s: float, lo: float, hi: float) -> float:
+    return lo + (hi - lo) / 2 * (1 + math.cos(math.pi * (1 + s)))
+
+
+def _dystress_shifted(s: float, lo: float, hi: float, offset: float = 0.4, scale: float = 0.7) -> float:
+    if s > offset:
+        return hi
+    return lo + (hi - lo) / 2 * (1 + math.cos(math.pi * (s - offset) / scale))
+
+
+@pytest.mark.parametrize("variant,reference", [("paper", _dystress_paper), ("shifted", _dystress_shifted)])
+def test_dystress_per_entry(variant, reference):
+    sims, pos = _similarities()
+    policy = DySTreSSTemperature(tau_min=0.04, tau_max=0.05, variant=variant)
+    tau = policy(sims, pos)
+    assert tau.shape == sims.shape
+    for i in range(sims.size(0)):
+        for j in range(sims.size(1)):
+            assert float(tau[i, j]) == pytest.approx(reference(float(sims[i, j]), 0.04, 0.05), rel=1e-12)
+
+
+def test_dystress_paper_extremes():
+    policy = DySTreSSTemperature(tau_min=0.1, tau_max=0.2)
+    s = torch.tensor([[-1.0, 0.0, 1.0]], dtype=torch.float64)
+    assert policy(s, s[:, 0])[0].tolist() == pytest.approx([0.2, 0.1, 0.2])
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: FixedTemperature(0.0), "tau must be a finite number > 0"),
+        (lambda: FixedTemperature(-0.05), "tau must be a finite number > 0"),
+        (lambda: FixedTemperature(float("nan")), "tau must be a finite number > 0"),
+        (lambda: LearnableTemperature(init=0.005, min_tau=0.01), "min_tau .* must not exceed init"),
+        (lambda: DySTreSSTemperature(tau_min=0.2, tau_max=0.1), "tau_min .* must not exceed tau_max"),
+        (lambda: DySTreSSTemperature(variant="cosine"), "variant must be 'paper' or 'shifted'"),
+        (lambda: MACLTemperature(tau0=-1.0), "tau0 must be a finite number > 0"),
+        (lambda: MACLTemperature(A0=1.5), r"A0 .* must lie in \[-1, 1\]"),
+    ],
+)
+def test_bad_arguments_name_the_argument(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_as_policy_accepts_numbers_and_policies_only():
+    assert isinstance(as_policy(0.05), FixedTemperature)
+    policy = MACLTemperature()
+    assert as_policy(policy) is policy
+    with pytest.raises(TypeError, match="pass MACLTemperature"):
+        as_policy(MACLTemperature)
+    with pytest.raises(TypeError, match="must be a positive number or a TemperaturePolicy"):
+        as_policy("0.05")
+    with pytest.raises(TypeError, match="must be a number"):
+        FixedTemperature("0.05")
+
+
+def test_every_named_policy_builds_with_defaults():
+    sims, pos = _similarities()
+    for name, cls in POLICIES.items():
+        tau = cls()(sims.float(), pos.float())
+        assert torch.isfinite(tau).all() and (tau > 0).all(), name

@@ -32,9 +32,7 @@ def finite_float(name: str, value: object) -> float:
 
 def ordered_bounds(low_name: str, low: float, high_name: str, high: float) -> None:
     if low > high:
-        raise ValueError(
-            f"{low_name} ({low}) must not exceed {high_name} ({high}); swap them or widen the range."
-        )
+        raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high}); swap them or widen the range.")
 
 
 def check_embeddings(name: str, embeddings: Tensor, *, batch_size: int | None, dim: int | None) -> None:
@@ -42,9 +40,7 @@ def check_embeddings(name: str, embeddings: Tensor, *, batch_size: int | None, d
     if not isinstance(embeddings, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(embeddings).__name__}.")
     if embeddings.dim() != 2:
-        raise ValueError(
-            f"{name} must be 2-D (batch_size, embedding_dim), got shape {tuple(embeddings.shape)}."
-        )
+        raise ValueError(f"{name} must be 2-D (batch_size, embedding_dim), got shape {tuple(embeddings.shape)}.")
     if batch_size is not None and embeddings.size(0) != batch_size:
         raise ValueError(
             f"{name} has {embeddings.size(0)} rows but the anchors have {batch_size}: every column of a batch "

@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 LOSSES = [
-    ("InfoNCELoss", "InfoNCE / SimCSE / MNRL: in-batch + hard negatives, optional symmetric term",
-     "van den Oord et al. 2018; Gao et al. 2021 (SimCSE)"),
-    ("DCLLoss", "decoupled contrastive loss (positive out of the denominator); sigma=0.5 gives DCLW",
-     "Yeh et al. 2022 (ECCV)"),
+    (
+        "InfoNCELoss",
+        "InfoNCE / SimCSE / MNRL: in-batch + hard negatives, optional symmetric term",
+        "van den Oord et al. 2018; Gao et al. 2021 (SimCSE)",
+    ),
+    (
+        "DCLLoss",
+        "decoupled contrastive loss (positive out of the denominator); sigma=0.5 gives DCLW",
+        "Yeh et al. 2022 (ECCV)",
+    ),
 ]
 
 POLICY_DESCRIPTIONS = [
     ("fixed", "FixedTemperature", "one constant tau (SimCSE/MNRL: 0.05)", "Gao et al. 2021"),
-    ("learnable", "LearnableTemperature", "tau learned as log(1/tau), clamped at min_tau (CLIP)",
-     "Radford et al. 2021 (CLIP)"),
-    ("macl", "MACLTemperature", "tau per batch from the positives' alignment, optional 1/(1-P) reweighting",
-     "Huang et al. 2023 (MACL), arXiv 2207.07874"),
-    ("dystress", "DySTreSSTemperature", "tau per similarity entry, a cosine function of the similarity",
-     "Manna et al. 2023 (DySTreSS), arXiv 2308.01140"),
+    (
+        "learnable",
+        "LearnableTemperature",
+        "tau learned as log(1/tau), clamped at min_tau (CLIP)",
+        "Radford et al. 2021 (CLIP)",
+    ),
+    (
+        "macl",
+        "MACLTemperature",
+        "tau per batch from the positives' alignment, optional 1/(1-P) reweighting",
+        "Huang et al. 2023 (MACL), arXiv 2207.07874",
+    ),
+    (
+        "dystress",
+        "DySTreSSTemperature",
+        "tau per similarity entry, a cosine function of the similarity",
+        "Manna et al. 2023 (DySTreSS), arXiv 2308.01140",
+    ),
 ]
 
 

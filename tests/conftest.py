@@ -7,16 +7,106 @@ from pathlib import Path
 import pytest
 import torch
 
+COMMON_WORDS = sorted(
+    set(
+        [
+            "a",
+            "an",
+            "the",
+            "is",
+            "are",
+            "was",
+            "on",
+            "in",
+            "at",
+            "of",
+            "to",
+            "for",
+            "with",
+            "and",
+            "or",
+            "but",
+            "he",
+            "she",
+            "it",
+            "they",
+            "we",
+            "you",
+            "man",
+            "woman",
+            "men",
+            "women",
+            "child",
+            "children",
+            "dog",
+            "dogs",
+            "cat",
+            "cats",
+            "car",
+            "train",
+            "book",
+            "field",
+            "lake",
+            "dinner",
+            "pasta",
+            "guitar",
+            "mat",
+            "monday",
+            "noon",
+            "history",
+            "stocks",
+            "playing",
+            "sits",
+            "fell",
+            "sharply",
+            "cooking",
+            "run",
+            "runs",
+            "across",
+            "arrives",
+            "swimming",
+            "reads",
+            "about",
+            "two",
+            "one",
+            "three",
+            "people",
+            "street",
+            "water",
+            "red",
+            "blue",
+            "green",
+            "big",
+            "small",
+            "old",
+            "young",
+            "walks",
+            "eating",
+            "sleeping",
+        ]
+    )
+)
+
 
 def _build_tiny_model(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
-    """A 2-layer BERT with random weights and a character-level WordPiece vocabulary (any text tokenizes)."""
+    """A 2-layer BERT with random weights; WordPiece over common words plus single characters (any text tokenizes)."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces, *[f"##{p}" for p in pieces]]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *COMMON_WORDS,
+        *pieces,
+        *[f"##{p}" for p in pieces],
+    ]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    if tokenizer.tokenize("the cat") != ["the", "cat"]:  # guards against a silently all-[UNK] tokenizer
+        raise RuntimeError(f"tiny tokenizer is broken: {tokenizer.tokenize('the cat')}")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(
@@ -42,8 +132,8 @@ def tiny_model_path(tmp_path_factory) -> Path:
 def tiny_model(tiny_model_path):
     """A fresh SentenceTransformer (Transformer + mean pooling) on the tiny random BERT."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
     from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
 
     transformer = Transformer(str(tiny_model_path), max_seq_length=32)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")

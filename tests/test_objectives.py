@@ -6,10 +6,10 @@ import math
 from typing import Any
 
 import pytest
+import reference
 import torch
 from torch import Tensor
 
-import reference
 from tempnlp.objectives import DCL, DCLW, InfoNCE
 from tempnlp.temperature import (
     DySTreSSTemperature,
@@ -193,11 +193,17 @@ def test_gradcheck_float64(case, objective_cls):
         policy = _freeze(policy, run)
     objective = objective_cls(policy, symmetric=True).double()
     if isinstance(objective, DCL) and objective.sigma is not None:  # DCLW's weights are a stop-gradient too
-        frozen = objective.positive_weights(anchors.new_tensor(
-            [float(torch.cosine_similarity(a, p, dim=0)) for a, p in zip(anchors, columns[0], strict=True)]
-        ))
+        frozen = objective.positive_weights(
+            anchors.new_tensor(
+                [float(torch.cosine_similarity(a, p, dim=0)) for a, p in zip(anchors, columns[0], strict=True)]
+            )
+        )
         objective.positive_weights = lambda positives: frozen
-    inputs = (anchors.clone().requires_grad_(), columns[0].clone().requires_grad_(), columns[1].clone().requires_grad_())
+    inputs = (
+        anchors.clone().requires_grad_(),
+        columns[0].clone().requires_grad_(),
+        columns[1].clone().requires_grad_(),
+    )
     assert torch.autograd.gradcheck(lambda a, p, n: objective(a, [p, n]), inputs)
 
 
@@ -260,8 +266,9 @@ def test_low_precision_autocast_at_tau_001(dtype, case, objective_cls):
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters())
     assert all(torch.isfinite(p.grad).all() for p in objective.parameters())
     with torch.no_grad():
-        exact = objective.double()(*(encoder.double()(t.double()) for t in tokens[:1]),
-                                   [encoder(t.double()) for t in tokens[1:]]).item()
+        exact = objective.double()(
+            *(encoder.double()(t.double()) for t in tokens[:1]), [encoder(t.double()) for t in tokens[1:]]
+        ).item()
     tolerance = 0.05 if dtype == torch.bfloat16 else 0.01  # bf16 keeps 8 bits of mantissa
     assert loss.item() == pytest.approx(exact, rel=tolerance)
 
@@ -298,7 +305,7 @@ def test_bad_inputs_raise_clear_errors(objective_cls):
         objective(anchors, [])
     nan_positives = columns[0].clone()
     nan_positives[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="Non-finite .* positives.*lower the learning rate"):
+    with pytest.raises(ValueError, match=r"Non-finite .* positives.*lower the learning rate"):
         objective(anchors, [nan_positives])
     with pytest.raises(ValueError, match=r"policy returned shape \(5,\)"):
         objective_cls(BadShapeTemperature())(anchors, columns)

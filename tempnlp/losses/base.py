@@ -28,7 +28,7 @@ class TemperatureContrastiveLoss(nn.Module):
 
     @property
     def temperature(self) -> TemperaturePolicy:
-        """The temperature policy (its parameters, if any, are ``temperature.*`` in ``named_parameters()``)."""
+        """The temperature policy; its parameters, if any, are ``objective.temperature.*`` of this loss."""
         return self.objective.temperature
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:

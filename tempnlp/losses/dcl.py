@@ -76,7 +76,9 @@ class DCLLoss(TemperatureContrastiveLoss):
 
     @property
     def citation(self) -> str:
-        return self.temperature.citation + """
+        return (
+            self.temperature.citation
+            + """
 @inproceedings{yeh2022decoupled,
     title = {Decoupled Contrastive Learning},
     author = {Yeh, Chun-Hsiao and Hong, Cheng-Yao and Hsu, Yen-Chi and Liu, Tyng-Luh and Chen, Yubei and LeCun, Yann},
@@ -85,3 +87,4 @@ class DCLLoss(TemperatureContrastiveLoss):
     url = {https://arxiv.org/abs/2110.06848},
 }
 """
+        )

@@ -84,7 +84,9 @@ class InfoNCELoss(TemperatureContrastiveLoss):
 
     @property
     def citation(self) -> str:
-        return self.temperature.citation + """
+        return (
+            self.temperature.citation
+            + """
 @inproceedings{gao2021simcse,
     title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
     author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
@@ -93,3 +95,4 @@ class InfoNCELoss(TemperatureContrastiveLoss):
     url = "https://arxiv.org/abs/2104.08821",
 }
 """
+        )

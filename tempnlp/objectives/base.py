@@ -51,7 +51,8 @@ def logits_dtype(dtype: torch.dtype) -> torch.dtype:
 def scale_by_temperature(similarities: Tensor, tau: Tensor) -> Tensor:
     """Divide (B, N) similarities by a temperature of shape (), (B,) or (B, N)."""
     if tau.dim() == 0:
-        return similarities / tau
+        # Multiplying by 1/tau (as MNRL multiplies by its scale) rounds 1/float32(0.05) to exactly 20.
+        return similarities * tau.reciprocal()
     if tau.shape == similarities.shape[:1]:
         return similarities / tau.unsqueeze(1)
     if tau.shape == similarities.shape:
@@ -78,9 +79,7 @@ class ContrastiveObjective(nn.Module):
         self.temperature = as_policy(temperature)
         self.last_temperatures: list[Tensor] = []
 
-    def _temperature(
-        self, similarities: Tensor, positives: Tensor, anchors: Tensor, indices: Tensor | None
-    ) -> Tensor:
+    def _temperature(self, similarities: Tensor, positives: Tensor, anchors: Tensor, indices: Tensor | None) -> Tensor:
         tau = self.temperature(similarities, positives, anchors=anchors, indices=indices)
         self.last_temperatures.append(tau.detach())
         return tau

@@ -63,9 +63,7 @@ class DCL(ContrastiveObjective):
         self.anchor_negatives = bool(anchor_negatives)
         self.check_finite = bool(check_finite)
 
-    def forward(
-        self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None) -> Tensor:
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         batch_size = anchors.size(0)

@@ -55,9 +55,7 @@ class InfoNCE(ContrastiveObjective):
         self.symmetric = bool(symmetric)
         self.check_finite = bool(check_finite)
 
-    def forward(
-        self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None) -> Tensor:
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         self.last_temperatures = []
@@ -66,24 +64,31 @@ class InfoNCE(ContrastiveObjective):
         rows = torch.arange(anchors.size(0), device=anchors.device)
         positives = similarities[rows, rows]
 
-        losses = self._row_losses(similarities, positives, anchors, indices, rows)
+        directions = [(similarities, anchors)]
         if self.symmetric:
             # Each positive against all anchors: the first (positives) block, transposed.
-            backward = similarities[:, : anchors.size(0)].T
-            losses = 0.5 * (losses + self._row_losses(backward, positives, columns[0], indices, rows))
-        return losses.mean()
+            directions.append((similarities[:, : anchors.size(0)].T, columns[0]))
+        logits = [
+            scale_by_temperature(sims, self._temperature(sims, positives, queries, indices))
+            for sims, queries in directions
+        ]
+        if self.temperature.reweights:
+            losses = [self._reweighted_row_losses(block, rows) for block in logits]
+            return (sum(losses) / len(losses)).mean()
+        # -(mean positive logit - mean log-partition), in the order MNRL sums them, so that a fixed
+        # temperature reproduces its loss and gradients to float32 rounding.
+        log_partition = sum(torch.logsumexp(block, dim=1) for block in logits) / len(logits)
+        positive_logits = sum(block[rows, rows] for block in logits) / len(logits)
+        return -(positive_logits - log_partition).mean()
 
-    def _row_losses(
-        self, similarities: Tensor, positives: Tensor, anchors: Tensor, indices: Tensor | None, rows: Tensor
-    ) -> Tensor:
-        tau = self._temperature(similarities, positives, anchors, indices)
-        logits = scale_by_temperature(similarities, tau)
+    def _reweighted_row_losses(self, logits: Tensor, rows: Tensor) -> Tensor:
+        """MACL-style ``w_i * (-log P_i)`` with ``w_i = loss_weights(log P_i)``.
+
+        Reweighting by 1 / (1 - P) needs 1 - P to keep its digits as P -> 1, where log-sum-exp - l_ii rounds to
+        0 in float32. ``-log P = softplus(lse_{j != i} l_ij - l_ii)`` does not, and in float64 (B values) the
+        weight and the product stay finite down to tau = 0.01: the reweighted loss of a separated row tends to 1.
+        """
         positive_logits = logits[rows, rows]
-        if not self.temperature.reweights:
-            return torch.logsumexp(logits, dim=1) - positive_logits
-        # Reweighting by 1 / (1 - P) needs 1 - P to keep its digits as P -> 1, where log-sum-exp - l_i rounds to
-        # 0 in float32. -log P = softplus(lse_{j != i} l_ij - l_ii) does not, and in float64 (B values) the weight
-        # and the product stay finite down to tau = 0.01: the reweighted loss of a separated row tends to 1.
         excluded = torch.zeros_like(logits, dtype=torch.bool)
         excluded[rows, rows] = True
         negative_lse = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)

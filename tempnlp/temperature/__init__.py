@@ -11,11 +11,11 @@ from tempnlp.temperature.learnable import LearnableTemperature
 from tempnlp.temperature.macl import MACLTemperature
 
 __all__ = [
+    "POLICIES",
     "DySTreSSTemperature",
     "FixedTemperature",
     "LearnableTemperature",
     "MACLTemperature",
-    "POLICIES",
     "TemperaturePolicy",
     "as_policy",
     "temperature_stats",

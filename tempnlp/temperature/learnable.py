@@ -18,8 +18,8 @@ class LearnableTemperature(TemperaturePolicy):
     so a temperature pressed against the bound can still move back when the loss asks for it (a plain
     ``clamp`` would give it zero gradient there for good).
 
-    The parameter is named ``log_inverse_tau``; inside a tempnlp loss it is ``temperature.log_inverse_tau``, so it
-    can get its own learning rate through sentence-transformers' training arguments::
+    The parameter is named ``log_inverse_tau``; inside a tempnlp loss it is ``objective.temperature.log_inverse_tau``,
+    so a regular expression gives it its own learning rate through sentence-transformers' training arguments::
 
         args = SentenceTransformerTrainingArguments(..., learning_rate_mapping={r"temperature\\.": 1e-3})
 

@@ -43,7 +43,8 @@ class MACLTemperature(TemperaturePolicy):
     citation = """
 @misc{huang2022macl,
     title = {Model-Aware Contrastive Learning: Towards Escaping the Dilemmas},
-    author = {Huang, Zizheng and Chen, Haoxing and Wen, Ziqi and Zhang, Chao and Li, Huaxiong and Wang, Bo and Chen, Chunlin},
+    author = {Huang, Zizheng and Chen, Haoxing and Wen, Ziqi and Zhang, Chao and Li, Huaxiong and Wang, Bo
+              and Chen, Chunlin},
     year = {2022},
     eprint = {2207.07874},
     archivePrefix = {arXiv},
@@ -54,7 +55,7 @@ class MACLTemperature(TemperaturePolicy):
         self,
         tau0: float = 0.05,
         alpha: float = 2.0,
-        A0: float = 0.8,  # noqa: N803 - the paper's name
+        A0: float = 0.8,
         min_tau: float = 0.01,
         reweight: bool = False,
     ) -> None:

@@ -59,7 +59,7 @@ def run_quickstart(
     path = resolve_model(model_id)
     print(f"model: {model_id} -> {path}", flush=True)
     model = SentenceTransformer(path, trust_remote_code=False)
-    model.max_seq_length = max_seq_length
+    eval_seq_length = model.max_seq_length  # evaluate at the model's own length, train at SimCSE's 32
     train_dataset = snli_triplets("train", limit=steps * batch_size)
     print(f"data: {len(train_dataset)} SNLI triplets (premise, entailment, contradiction)", flush=True)
     evaluator = stsb_evaluator("test")
@@ -81,11 +81,13 @@ def run_quickstart(
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         seed=seed,
     )
+    model.max_seq_length = max_seq_length
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
     trainer.remove_callback(ProgressCallback)  # our one-line-per-log printer replaces the dict dumps
     log_temperature(trainer)
     trainer.add_callback(PrintLogCallback())
     trainer.train()
+    model.max_seq_length = eval_seq_length
 
     after = evaluator(model)[evaluator.primary_metric]
     model.save_pretrained(str(Path(output_dir) / "final"))

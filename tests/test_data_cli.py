@@ -1,0 +1,85 @@
+"""Mirror resolution, NLI triplets, the command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from tempnlp.cli import main
+from tempnlp.data import nli_triplets, read_jsonl, resolve_dataset_dir, resolve_model
+
+
+def test_resolve_model_prefers_local_paths_then_the_mirror_then_the_hub(tmp_path, monkeypatch):
+    model_dir = tmp_path / "models" / "org" / "name"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path))
+    assert resolve_model("org/name") == str(model_dir)
+    assert resolve_model("org/absent") == "org/absent"  # left to the Hub
+    assert resolve_model(str(model_dir)) == str(model_dir)
+    monkeypatch.delenv("TEMPNLP_MIRROR")
+    assert resolve_model("org/name") == "org/name"
+
+
+def test_a_mirror_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR=.* is not a directory"):
+        resolve_model("org/name")
+
+
+def test_missing_dataset_names_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"datasets/org/data does not exist"):
+        resolve_dataset_dir("org/data")
+    monkeypatch.delenv("TEMPNLP_MIRROR")
+    with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR is not set"):
+        resolve_dataset_dir("org/data")
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(json.dumps({"a": 1}) + "\n{broken\n")
+    with pytest.raises(ValueError, match=r"rows.jsonl.gz:2: not a JSON object"):
+        list(read_jsonl(path))
+
+
+def test_nli_triplets_pair_entailment_and_contradiction_per_premise():
+    rows = [
+        {"premise": "p1", "hypothesis": "neutral", "label": 1},
+        {"premise": "p1", "hypothesis": "contra", "label": 2},
+        {"premise": "p1", "hypothesis": "entail", "label": 0},
+        {"premise": "p2", "hypothesis": "entail only", "label": 0},
+        {"premise": "p3", "hypothesis": "no gold", "label": -1},
+        {"premise": "p4", "hypothesis": "e4", "label": 0},
+        {"premise": "p4", "hypothesis": "c4", "label": 2},
+    ]
+    triplets = nli_triplets(rows)
+    assert triplets.to_dict() == {"anchor": ["p1", "p4"], "positive": ["entail", "e4"], "negative": ["contra", "c4"]}
+    assert len(nli_triplets(rows, limit=1)) == 1
+    with pytest.raises(ValueError, match="No premise has both"):
+        nli_triplets(rows[3:5])
+
+
+def test_losses_command_lists_losses_and_policies(capsys):
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    for name in ("InfoNCELoss", "DCLLoss", "FixedTemperature", "LearnableTemperature", "MACLTemperature"):
+        assert name in out
+    assert "2207.07874" in out and "2308.01140" in out
+
+
+def test_quickstart_rejects_an_unknown_policy(capsys):
+    assert main(["quickstart", "--temperature", "warm"]) == 2
+    assert "Unknown temperature policy 'warm'" in capsys.readouterr().err
+
+
+def test_quickstart_runs_end_to_end_on_minilm(minilm_path, mirror, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    assert main(["quickstart", "--steps", "4", "--batch-size", "8", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "STS-B test Spearman before training: 82.03" in out
+    assert "step    4/4" in out and "tau " in out
+    assert (tmp_path / "final" / "model.safetensors").is_file()

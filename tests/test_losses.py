@@ -108,6 +108,7 @@ def _train(model, loss, dataset, output_dir, steps: int = 30, **overrides):
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        dataloader_pin_memory=False,  # CPU only: silences torch's pin_memory warning
         seed=0,
         **overrides,
     )

@@ -25,7 +25,7 @@ def test_resolve_model_prefers_local_paths_then_the_mirror_then_the_hub(tmp_path
 
 def test_a_mirror_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR=.* is not a directory"):
+    with pytest.raises(FileNotFoundError, match=r"TEMPNLP_MIRROR=.* is not a directory"):
         resolve_model("org/name")
 
 

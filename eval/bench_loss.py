@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 import tempnlp
+from tempnlp._io import write_text_atomic
 from tempnlp.data import resolve_model, snli_triplets
 from tempnlp.losses import DCLLoss, InfoNCELoss
 from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
@@ -163,13 +162,6 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few rounds, no batch 1024: a smoke run")
@@ -193,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         "training_step": bench_training_step(rounds_step),
     }
     markdown = to_markdown(result)
-    write_atomically(args.output_dir / "bench_loss.json", json.dumps(result, indent=2) + "\n")
-    write_atomically(args.output_dir / "bench_loss.md", markdown)
+    write_text_atomic(args.output_dir / "bench_loss.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.output_dir / "bench_loss.md", markdown)
     print(markdown)
 
 

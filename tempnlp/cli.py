@@ -1,4 +1,4 @@
-"""Command line: ``tempnlp quickstart``, ``tempnlp losses``."""
+"""Command line: ``tempnlp quickstart``, ``tempnlp losses``, ``tempnlp eval sts|mteb|retrieval|diagnostics``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,86 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _eval_sts(args: argparse.Namespace) -> int:
+    from tempnlp.evaluation.sts import evaluate_sts, resolve_tasks
+    from tempnlp.models import load_model
+
+    tasks = _split(args.tasks)
+    resolve_tasks(tasks)  # unknown names fail before the model loads
+    model = load_model(args.model)
+    result = evaluate_sts(
+        model,
+        model_name=args.model,
+        tasks=tasks,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+    )
+    print(result.table())
+    print(f"\n{sum(result.pairs.values())} pairs in {result.seconds:.0f} s; written to {args.output_dir}/sts.json")
+    return 0
+
+
+def _eval_mteb(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tempnlp.evaluation.mteb_runner import build_model_meta, get_tasks, run_mteb
+    from tempnlp.models import load_model
+
+    tasks = get_tasks(_split(args.tasks), args.benchmark)
+    local = Path(args.model).expanduser()
+    model = load_model(args.model)
+    name = args.model_name or (args.model if not local.exists() else f"local/{local.resolve().name}")
+    meta = build_model_meta(
+        model,
+        name=name,
+        model_path=local if local.exists() else None,
+        revision=args.revision,
+        training_datasets=_split(args.training_datasets),
+    )
+    scores = run_mteb(model, meta, tasks, output_dir=args.output_dir, batch_size=args.batch_size)
+    for task, score in scores.items():
+        print(f"{task:<24} {score:7.2f}")
+    print(f"results: {args.output_dir}/results/{meta.model_name_as_path()}/{meta.revision}/")
+    return 0
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from tempnlp.evaluation.retrieval import evaluate_retrieval, load_beir
+    from tempnlp.models import load_model
+
+    load_beir(args.data, args.split)  # a broken folder fails before the model loads
+    model = load_model(args.model)
+    scores = evaluate_retrieval(
+        model,
+        args.data,
+        model_name=args.model,
+        split=args.split,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+    )
+    for metric, value in scores.items():
+        print(f"{metric:<12} {value:7.2f}")
+    return 0
+
+
+def _eval_diagnostics(args: argparse.Namespace) -> int:
+    from tempnlp.evaluation.diagnostics import diagnose, load_temperatures
+    from tempnlp.models import load_model
+
+    if args.loss_state:
+        load_temperatures(args.loss_state)
+    model = load_model(args.model)
+    report = diagnose(model, model_name=args.model, output_dir=args.output_dir, loss_state=args.loss_state)
+    print(f"alignment {report['alignment']:.4f}  uniformity {report['uniformity']:.4f}")
+    print(f"written to {args.output_dir}: diagnostics.json, " + ", ".join(report["plots"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tempnlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     losses = commands.add_parser("losses", help="list the losses and temperature policies with their papers")
     losses.set_defaults(handler=_losses)
+
+    evaluation = commands.add_parser("eval", help="evaluate a model").add_subparsers(dest="evaluation", required=True)
+    sts = evaluation.add_parser("sts", help="STS12-16, STS-B, SICK-R: cosine Spearman x 100")
+    sts.add_argument("model", help="a model folder or a Hub id (resolved through TEMPNLP_MIRROR when set)")
+    sts.add_argument("--output-dir", required=True)
+    sts.add_argument("--protocol", choices=["mteb", "senteval"], default="mteb")
+    sts.add_argument("--tasks", help="comma-separated subset, e.g. STS12,STSBenchmark (default: all seven)")
+    sts.add_argument("--batch-size", type=int, default=64)
+    sts.set_defaults(handler=_eval_sts)
+
+    run = evaluation.add_parser("mteb", help="run mteb tasks; results in mteb's result-cache layout")
+    run.add_argument("model")
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tasks", help="comma-separated MTEB task names")
+    which.add_argument("--benchmark", help="an MTEB benchmark name")
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--model-name", help="organisation/name for the results (default: the Hub id)")
+    run.add_argument("--revision", help="model revision (default: mteb's for known models, else a weights hash)")
+    run.add_argument("--training-datasets", help="comma-separated MTEB names of the datasets trained on")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.set_defaults(handler=_eval_mteb)
+
+    retrieval = evaluation.add_parser("retrieval", help="nDCG@10, MRR@10, Recall@100 on a BEIR-layout folder")
+    retrieval.add_argument("model")
+    retrieval.add_argument("--data", required=True, help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    retrieval.add_argument("--split", default="test")
+    retrieval.add_argument("--output-dir")
+    retrieval.add_argument("--batch-size", type=int, default=64)
+    retrieval.set_defaults(handler=_eval_retrieval)
+
+    diagnostics = evaluation.add_parser("diagnostics", help="alignment, uniformity, similarity and tau plots")
+    diagnostics.add_argument("model")
+    diagnostics.add_argument("--output-dir", required=True)
+    diagnostics.add_argument("--loss-state", help="a saved loss state with per-sample temperatures")
+    diagnostics.set_defaults(handler=_eval_diagnostics)
     return parser
 
 
@@ -52,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"tempnlp {args.command}: error: {error}", file=sys.stderr)
+        command = " ".join(filter(None, [args.command, getattr(args, "evaluation", None)]))
+        print(f"tempnlp {command}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -158,3 +158,17 @@ def minilm_path(mirror) -> Path:
     if not (path / "modules.json").is_file():
         pytest.fail(f"the mirror at {mirror} has no all-MiniLM-L6-v2 ({path} is missing)")
     return path
+
+
+@pytest.fixture
+def static_model(tiny_model_path):
+    """A random bag-of-words StaticEmbedding model: tiny and fast like the BERT, but its embeddings are spread
+    out (a random BERT maps every sentence to nearly the same direction), so rankings are not near-ties."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.from_file(str(tiny_model_path / "tokenizer.json"))
+    weights = torch.randn(tokenizer.get_vocab_size(), 32)
+    return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=weights)], device="cpu")

@@ -1,5 +1,14 @@
-"""Evaluation: STS and diagnostics."""
+"""Evaluation: STS (MTEB and SentEval protocols), MTEB runner, retrieval metrics, diagnostics."""
 
-from tempnlp.evaluation.sts import stsb_evaluator
+from tempnlp.evaluation.retrieval import evaluate_retrieval, load_beir, retrieval_evaluator
+from tempnlp.evaluation.sts import STS_TASKS, STSResult, evaluate_sts, stsb_evaluator
 
-__all__ = ["stsb_evaluator"]
+__all__ = [
+    "STS_TASKS",
+    "STSResult",
+    "evaluate_retrieval",
+    "evaluate_sts",
+    "load_beir",
+    "retrieval_evaluator",
+    "stsb_evaluator",
+]

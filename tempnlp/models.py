@@ -1,0 +1,25 @@
+"""Load a sentence-transformers model by Hub id or path, through the mirror when one is configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from tempnlp.data.hub import mirror_root, resolve_model
+
+
+def load_model(name_or_path: str, *, device: str | None = None, trust_remote_code: bool = False) -> SentenceTransformer:
+    """A SentenceTransformer from a local folder, the mirror (``TEMPNLP_MIRROR``) or the Hub, else a clear error."""
+    resolved = resolve_model(name_or_path)
+    try:
+        return SentenceTransformer(resolved, device=device, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        root = mirror_root()
+        places = [f"a local folder ({Path(name_or_path).expanduser()} does not exist)"]
+        if root is not None:
+            places.append(f"in the mirror ({root / 'models' / name_or_path} does not exist)")
+        places.append("loadable from the Hugging Face Hub")
+        raise FileNotFoundError(
+            f"Model {name_or_path!r} is not " + ", nor ".join(places) + f". Check the name or path. ({error})"
+        ) from error

@@ -1,0 +1,301 @@
+"""Evaluation on small data made here: STS protocols against references from the file formats, retrieval
+against mteb's own retrieval evaluation, the mteb runner's errors, diagnostics against naive formulas."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from tempnlp.cli import main
+from tempnlp.evaluation.diagnostics import diagnose, load_temperatures
+from tempnlp.evaluation.retrieval import evaluate_retrieval, load_beir
+from tempnlp.evaluation.sts import STS_TASKS, evaluate_sts, resolve_tasks
+
+WORDS = [
+    "the",
+    "a",
+    "man",
+    "woman",
+    "dog",
+    "cat",
+    "plays",
+    "runs",
+    "eats",
+    "guitar",
+    "food",
+    "park",
+    "street",
+    "red",
+    "big",
+    "small",
+    "old",
+    "young",
+]
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choices(WORDS, k=rng.randint(3, 8)))
+
+
+def _write_jsonl_gz(path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture
+def fake_mirror(tmp_path, monkeypatch):
+    """A mirror with all seven STS tasks in MTEB's layout and in SentEval's, small and with repeated sentences."""
+    rng = random.Random(0)
+    root = tmp_path / "mirror"
+    for task in STS_TASKS.values():
+        rows = []
+        for _ in range(40):
+            first = _sentence(rng)
+            second = first if rng.random() < 0.1 else _sentence(rng)
+            rows.append({"sentence1": first, "sentence2": second, "score": round(rng.uniform(0, 5), 2)})
+        split = "validation" if task.name == "STSBenchmark" else task.split
+        _write_jsonl_gz(root / "datasets" / task.dataset_id / "test.jsonl.gz", rows)
+        if task.name == "STSBenchmark":
+            _write_jsonl_gz(root / "datasets" / task.dataset_id / f"{split}.jsonl.gz", rows)
+        folder = root / "senteval" / task.senteval_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        if task.senteval_subsets:
+            for subset in task.senteval_subsets:
+                pairs = [(_sentence(rng), _sentence(rng)) for _ in range(12)]
+                gold = [("" if rng.random() < 0.15 else f"{rng.uniform(0, 5):.3f}") for _ in pairs]
+                (folder / f"STS.input.{subset}.txt").write_text("\n".join(f"{a}\t{b}" for a, b in pairs) + "\n")
+                (folder / f"STS.gs.{subset}.txt").write_text("\n".join(gold) + "\n")
+        elif task.name == "SICK-R":
+            lines = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
+            lines += [f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL" for i in range(30)]
+            (folder / task.senteval_file).write_text("\n".join(lines) + "\n")
+        else:
+            lines = [
+                f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{_sentence(rng)}\t{_sentence(rng)}"
+                for i in range(30)
+            ]
+            (folder / task.senteval_file).write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(root))
+    return root
+
+
+def _reference_cosine_spearman(model, first: list[str], second: list[str], gold: list[float]) -> float:
+    a = model.encode(first, convert_to_numpy=True).astype(np.float64)
+    b = model.encode(second, convert_to_numpy=True).astype(np.float64)
+    cos = [float(u @ v / np.sqrt((u @ u) * (v @ v))) for u, v in zip(a, b, strict=True)]
+    return 100 * spearmanr(gold, cos).statistic
+
+
+def _senteval_reference(folder, task) -> tuple[list[str], list[str], list[float]]:
+    """SentEval's loaders, written again from its file format: gold-less lines dropped, subsets pooled."""
+    first, second, gold = [], [], []
+    if task.senteval_subsets:
+        for subset in task.senteval_subsets:
+            inputs = (folder / f"STS.input.{subset}.txt").read_text().splitlines()
+            scores = (folder / f"STS.gs.{subset}.txt").read_text().splitlines()
+            for pair, score in zip(inputs, scores, strict=True):
+                if score != "":
+                    a, b = pair.split("\t")
+                    first.append(" ".join(a.split()))
+                    second.append(" ".join(b.split()))
+                    gold.append(float(score))
+    else:
+        lines = (folder / task.senteval_file).read_text().splitlines()
+        for line in lines[1:] if task.name == "SICK-R" else lines:
+            fields = line.split("\t")
+            a, b, score = (
+                (fields[1], fields[2], fields[3]) if task.name == "SICK-R" else (fields[5], fields[6], fields[4])
+            )
+            first.append(a)
+            second.append(b)
+            gold.append(float(score))
+    return first, second, gold
+
+
+def test_senteval_protocol_matches_a_reference_from_the_file_format(static_model, fake_mirror):
+    result = evaluate_sts(static_model, model_name="tiny", protocol="senteval", show_progress_bar=False)
+    for task in STS_TASKS.values():
+        first, second, gold = _senteval_reference(fake_mirror / "senteval" / task.senteval_dir, task)
+        assert result.pairs[task.name] == len(gold)
+        expected = _reference_cosine_spearman(static_model, first, second, gold)
+        assert result.scores[task.name] == pytest.approx(expected, abs=1e-3), task.name
+    assert result.avg == pytest.approx(np.mean(list(result.scores.values())))
+
+
+def test_mteb_protocol_matches_a_reference_and_writes_sts_json(static_model, fake_mirror, tmp_path):
+    result = evaluate_sts(static_model, model_name="tiny", output_dir=tmp_path / "out", show_progress_bar=False)
+    for task in STS_TASKS.values():
+        with gzip.open(fake_mirror / "datasets" / task.dataset_id / "test.jsonl.gz", "rt") as handle:
+            rows = [json.loads(line) for line in handle]
+        expected = _reference_cosine_spearman(
+            static_model, [r["sentence1"] for r in rows], [r["sentence2"] for r in rows], [r["score"] for r in rows]
+        )
+        assert result.scores[task.name] == pytest.approx(expected, abs=1e-3), task.name
+    written = json.loads((tmp_path / "out" / "sts.json").read_text())
+    assert written["model"] == "tiny" and written["protocol"] == "mteb"
+    assert list(written["scores"]) == list(STS_TASKS)
+    assert written["avg"] == pytest.approx(np.mean(list(written["scores"].values())), abs=1e-3)
+
+
+def test_each_distinct_sentence_is_encoded_once(static_model, fake_mirror, monkeypatch):
+    seen: list[str] = []
+    original = static_model.encode
+
+    def counting_encode(sentences, **kwargs):
+        seen.extend(sentences)
+        return original(sentences, **kwargs)
+
+    monkeypatch.setattr(static_model, "encode", counting_encode)
+    evaluate_sts(static_model, model_name="tiny", show_progress_bar=False)
+    assert len(seen) == len(set(seen))
+
+
+def test_unknown_task_suggests_the_closest():
+    with pytest.raises(ValueError, match="Unknown STS task 'STS-B'; did you mean 'STSBenchmark'"):
+        resolve_tasks(["STS-B"])
+    with pytest.raises(ValueError, match="did you mean 'SICK-R'"):
+        resolve_tasks(["SICKR"])
+
+
+def test_empty_and_malformed_files_are_clear_errors(static_model, fake_mirror):
+    path = fake_mirror / "datasets" / "mteb" / "sts13-sts" / "test.jsonl.gz"
+    _write_jsonl_gz(path, [])
+    with pytest.raises(ValueError, match=r"STS13: .*test.jsonl.gz holds no rows"):
+        evaluate_sts(static_model, model_name="tiny", tasks=["STS13"])
+    _write_jsonl_gz(path, [{"sentence1": "a", "score": 1.0}])
+    with pytest.raises(ValueError, match=r"row 1 lacks a sentence1/sentence2/score"):
+        evaluate_sts(static_model, model_name="tiny", tasks=["STS13"])
+    gold = fake_mirror / "senteval" / "STS" / "STS13-en-test" / "STS.gs.FNWN.txt"
+    gold.write_text("1.0\n")
+    with pytest.raises(ValueError, match=r"STS.input.FNWN.txt has 12 lines but STS.gs.FNWN.txt has 1"):
+        evaluate_sts(static_model, model_name="tiny", tasks=["STS13"], protocol="senteval")
+
+
+def test_cli_reports_a_missing_model_and_an_unknown_task(fake_mirror, tmp_path, capsys):
+    assert main(["eval", "sts", str(tmp_path / "no-such-model"), "--output-dir", str(tmp_path)]) == 2
+    assert "is not a local folder" in capsys.readouterr().err
+    assert main(["eval", "sts", "x/y", "--tasks", "sts-15", "--output-dir", str(tmp_path)]) == 2
+    assert "did you mean 'STS15'" in capsys.readouterr().err
+
+
+# --- retrieval ---------------------------------------------------------------------------------------
+
+
+def _beir_folder(root, queries: int = 12, documents: int = 40, seed: int = 0):
+    rng = random.Random(seed)
+    docs = [
+        {"_id": f"d{i}", "title": rng.choice(["", "Title " + _sentence(rng)]), "text": _sentence(rng)}
+        for i in range(documents)
+    ]
+    _write_jsonl_gz(root / "corpus.jsonl.gz", docs)
+    (root / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"q{i}", "text": _sentence(rng)}) for i in range(queries)) + "\n"
+    )
+    lines = ["query-id\tcorpus-id\tscore"]
+    for i in range(queries - 2):  # the last two queries have no relevant document: both evaluators drop them
+        for doc in rng.sample(range(documents), k=rng.randint(1, 3)):
+            lines.append(f"q{i}\td{doc}\t1")
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_retrieval_metrics_equal_mtebs_on_the_same_folder(static_model, tmp_path, monkeypatch):
+    import mteb
+
+    from tempnlp.evaluation.mteb_runner import inject_mirror_data
+
+    folder = _beir_folder(tmp_path / "mirror" / "datasets" / "mteb" / "scifact")
+    ours = evaluate_retrieval(static_model, folder, model_name="tiny", output_dir=tmp_path / "out")
+    task = mteb.get_task("SciFact")  # mteb's own retrieval task class, fed the same folder
+    inject_mirror_data(task, tmp_path / "mirror")
+    result = mteb.evaluate(
+        static_model, [task], cache=None, co2_tracker=False, show_progress_bar=False, encode_kwargs={"batch_size": 64}
+    )
+    theirs = result.task_results[0].scores["test"][0]
+    assert ours["ndcg@10"] == pytest.approx(100 * theirs["ndcg_at_10"], abs=1e-3)
+    assert ours["mrr@10"] == pytest.approx(100 * theirs["mrr_at_10"], abs=1e-3)
+    assert ours["recall@100"] == pytest.approx(100 * theirs["recall_at_100"], abs=1e-3)
+    written = json.loads((tmp_path / "out" / "retrieval.json").read_text())
+    assert written["queries"] == 10 and written["documents"] == 40
+
+
+def test_beir_errors_name_the_problem(tmp_path):
+    folder = _beir_folder(tmp_path / "beir")
+    with (folder / "qrels" / "test.tsv").open("a") as handle:
+        handle.write("q0\tunknown-doc\t1\n")
+    with pytest.raises(ValueError, match=r"test.tsv:\d+: document 'unknown-doc' is not in corpus.jsonl.gz"):
+        load_beir(folder)
+    with pytest.raises(FileNotFoundError, match="no qrels for split 'dev'"):
+        load_beir(folder, split="dev")
+    (folder / "queries.jsonl").write_text('{"_id": "q0"}\n')
+    with pytest.raises(ValueError, match=r"queries.jsonl: line 1 lacks text"):
+        load_beir(folder)
+    (folder / "queries.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"queries.jsonl is empty"):
+        load_beir(folder)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_beir(tmp_path / "nowhere")
+
+
+# --- mteb runner -------------------------------------------------------------------------------------
+
+
+def test_mteb_runner_names_unknown_tasks_and_missing_data(tmp_path, monkeypatch):
+    from tempnlp.evaluation.mteb_runner import get_tasks, inject_mirror_data
+
+    with pytest.raises(ValueError, match="Unknown MTEB task 'STS-12'; did you mean 'STS12'"):
+        get_tasks(["STS-12"])
+    with pytest.raises(ValueError, match=r"either tasks .* or a benchmark"):
+        get_tasks(None, None)
+    (task,) = get_tasks(["STS15"])
+    with pytest.raises(FileNotFoundError, match=r"STS15: its data is not in the mirror .*mteb/sts15-sts/test.jsonl.gz"):
+        inject_mirror_data(task, tmp_path)
+
+
+# --- diagnostics -------------------------------------------------------------------------------------
+
+
+def test_diagnostics_against_naive_formulas(static_model, fake_mirror, tmp_path):
+    state = tmp_path / "loss_state.pt"
+    torch.save({"objective.tau": torch.linspace(0.05, 0.5, 100)}, state)
+    report = diagnose(static_model, model_name="tiny", output_dir=tmp_path / "diag", loss_state=state)
+
+    with gzip.open(fake_mirror / "datasets/mteb/stsbenchmark-sts/validation.jsonl.gz", "rt") as handle:
+        rows = [json.loads(line) for line in handle]
+    positives = [r for r in rows if r["score"] > 4.0]
+    unit = lambda texts: torch.nn.functional.normalize(  # noqa: E731
+        torch.tensor(static_model.encode(texts)), dim=1
+    )
+    a, b = unit([r["sentence1"] for r in positives]), unit([r["sentence2"] for r in positives])
+    assert report["positive_pairs"] == len(positives)
+    assert report["alignment"] == pytest.approx(float(((a - b) ** 2).sum(1).mean()), rel=1e-4)
+    sentences = list(dict.fromkeys([r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]))
+    e = unit(sentences)
+    total = [float(torch.exp(-2 * ((e[i] - e[j]) ** 2).sum())) for i in range(len(e)) for j in range(i + 1, len(e))]
+    assert report["uniformity"] == pytest.approx(float(np.log(np.mean(total))), rel=1e-4)
+    assert report["temperature"]["samples"] == 100
+    assert report["temperature"]["min"] == pytest.approx(0.05)
+    for name in ("similarities.png", "temperatures.png"):
+        assert (tmp_path / "diag" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "diag" / "diagnostics.json").read_text())["plots"] == [
+        "similarities.png",
+        "temperatures.png",
+    ]
+
+
+def test_bad_loss_state_is_a_clear_error(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"u": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="has no 'tau' entry"):
+        load_temperatures(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_temperatures(tmp_path / "absent.pt")

@@ -1,0 +1,253 @@
+"""SogCLR and iSogCLR: contrastive losses with per-sample moving averages and per-sample temperatures.
+
+Both keep, for every dataset index k, a moving average ``s[k]`` of the row's partition function, which makes the
+loss's gradient estimator consistent with small batches (SogCLR, Yuan et al. 2022, arXiv 2202.12387). iSogCLR
+(Qiu et al. 2023, arXiv 2305.11965) also gives every sample its own temperature ``tau[k]``, learned by
+distributionally robust optimisation over a KL ball of radius ``rho`` around the uniform weighting of the
+negatives: samples whose negatives look alike (frequent semantics) end with a larger tau, rare ones smaller.
+
+One step, for row i with dataset index k (``h_ij = s(q_i, d_j) - s(q_i, d_i)`` over the row's n_i negatives)::
+
+    tau  = tau_buf[k]                                        (value before this step)
+    g_i  = (1/n_i) sum_j exp(h_ij / tau)                     (detached)
+    s[k] = g_i on the first visit, else (1 - gamma) s[k] + gamma g_i
+    p_ij = exp(h_ij / tau) / s[k]                            (detached)
+    loss = mean_i (1/n_i) sum_j p_ij h_ij                    (gradient through h_ij only)
+    G_i  = clip(log s[k] + rho - (1/n_i) sum_j p_ij h_ij / tau, -grad_clip, grad_clip)
+    u[k] = (1 - beta) u[k] + beta G_i ;  tau_buf[k] = clip(tau - eta u[k], tau_min, tau_max)
+
+SogCLR is the same estimator with one fixed temperature and no temperature update. Everything is computed in
+log space with a per-row max shift (the same numbers, no overflow at small tau); the buffers are float32
+whatever the autocast dtype, and ``log_s`` is stored instead of ``s``.
+
+The buffers are per dataset index and persist in the module's ``state_dict``; :mod:`tempnlp.train` saves them
+into every trainer checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tempnlp._checks import check_embeddings, ordered_bounds, positive_float
+from tempnlp.objectives.base import as_columns, validate_batch
+
+
+class SampleState(nn.Module):
+    """Per-sample buffers of one direction: log s, u, tau, and whether the sample has been seen."""
+
+    def __init__(self, num_samples: int, tau_init: float) -> None:
+        super().__init__()
+        self.register_buffer("tau", torch.full((num_samples,), float(tau_init), dtype=torch.float32))
+        self.register_buffer("log_s", torch.zeros(num_samples, dtype=torch.float32))
+        self.register_buffer("u", torch.zeros(num_samples, dtype=torch.float32))
+        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
+
+    @property
+    def s(self) -> Tensor:
+        return self.log_s.exp()
+
+
+class ISogCLR(nn.Module):
+    """iSogCLR (``learn_temperature=True``, the default) or SogCLR (``False``) at tensor level.
+
+    Call as ``objective(queries, documents, indices)``: queries (B, d), documents positives (B, d) or a list
+    ``[positives, negatives_1, ...]``, indices the dataset index of each row (B,), all distinct.
+
+    Args:
+        num_samples: size of the training set (indices must lie in ``[0, num_samples)``).
+        tau_init: initial temperature (0.1: the authors' unimodal setting; SogCLR's fixed tau).
+        tau_min, tau_max: bounds of the per-sample temperature (0.05, 1.0).
+        gamma: moving-average weight of the new partition estimate (0.9).
+        rho: KL radius (0.3-0.4 in the authors' unimodal runs); must be below log(number of negatives).
+        eta: temperature step size (0.01-0.03).
+        beta: moving-average weight of the temperature gradient (0.8).
+        grad_clip: clip of the temperature gradient G_i (5.0, as in the authors' code); None disables it.
+        learn_temperature: False gives SogCLR (one fixed temperature ``tau_init``).
+        symmetric: add the document-to-query direction, which keeps its own buffers (``document_state``), as
+            the bimodal (query/document) form of iSogCLR does.
+        check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        tau_init: float = 0.1,
+        tau_min: float = 0.05,
+        tau_max: float = 1.0,
+        gamma: float = 0.9,
+        rho: float = 0.3,
+        eta: float = 0.01,
+        beta: float = 0.8,
+        grad_clip: float | None = 5.0,
+        learn_temperature: bool = True,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int (the training set size), got {num_samples!r}.")
+        self.num_samples = num_samples
+        self.tau_init = positive_float("tau_init", tau_init)
+        self.tau_min = positive_float("tau_min", tau_min)
+        self.tau_max = positive_float("tau_max", tau_max)
+        ordered_bounds("tau_min", self.tau_min, "tau_max", self.tau_max)
+        if learn_temperature and not self.tau_min <= self.tau_init <= self.tau_max:
+            raise ValueError(
+                f"tau_init ({self.tau_init}) must lie in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}]."
+            )
+        for name, value in (("gamma", gamma), ("beta", beta)):
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{name} is a moving-average weight in (0, 1], got {value!r}.")
+        self.gamma, self.beta = float(gamma), float(beta)
+        self.rho = positive_float("rho", rho, hint="The authors use 0.3-0.4 for unimodal data.")
+        self.eta = positive_float("eta", eta)
+        self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
+        self.learn_temperature = bool(learn_temperature)
+        self.symmetric = bool(symmetric)
+        self.check_finite = bool(check_finite)
+        self.query_state = SampleState(num_samples, self.tau_init)
+        self.document_state = SampleState(num_samples, self.tau_init) if self.symmetric else None
+        self.last_temperatures: list[Tensor] = []
+
+    @property
+    def tau(self) -> Tensor:
+        """Per-sample temperatures of the queries (one per dataset index)."""
+        return self.query_state.tau
+
+    def temperature_stats(self) -> dict[str, float]:
+        from tempnlp.temperature import temperature_stats
+
+        return temperature_stats(self.last_temperatures)
+
+    def forward(self, queries: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None) -> Tensor:
+        columns = as_columns(documents)
+        validate_batch(queries, columns, check_values=False)
+        indices = self._validate_indices(indices, queries, columns)
+        batch = queries.size(0)
+        negatives = batch * len(columns) - 1
+        if negatives < 1:
+            raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
+        if self.rho >= math.log(negatives):
+            raise ValueError(
+                f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
+                f"{math.log(negatives):.3f}: the KL ball would contain every weighting. Lower rho or raise the "
+                "batch size."
+            )
+        self.last_temperatures = []
+        queries_n = F.normalize(queries, dim=1)
+        documents_n = F.normalize(torch.cat(columns, dim=0), dim=1)
+        dtype = torch.promote_types(queries_n.dtype, torch.float32)
+        similarities = (queries_n @ documents_n.T).to(dtype)
+        loss = self._direction(similarities, indices, self.query_state)
+        if self.symmetric:
+            backward = (documents_n[:batch] @ queries_n.T).to(dtype)  # each positive against the B queries
+            loss = 0.5 * (loss + self._direction(backward, indices, self.document_state))
+        return loss
+
+    def _direction(self, similarities: Tensor, indices: Tensor, state: SampleState) -> Tensor:
+        batch = similarities.size(0)
+        rows = torch.arange(batch, device=similarities.device)
+        positive = similarities[rows, rows]
+        h = similarities - positive.unsqueeze(1)  # h_ij; gradients flow through it
+        negative_mask = torch.ones_like(h, dtype=torch.bool)
+        negative_mask[rows, rows] = False
+        count = negative_mask.sum(dim=1).to(h.dtype)  # n_i
+
+        with torch.no_grad():
+            tau = state.tau[indices].to(h.dtype)  # (B,), before this step's update
+            scaled = (h.detach() / tau.unsqueeze(1)).masked_fill(~negative_mask, float("-inf"))
+            log_g = torch.logsumexp(scaled, dim=1) - count.log()  # log of (1/n_i) sum_j exp(h_ij / tau)
+            seen = state.seen[indices]
+            previous = state.log_s[indices].to(h.dtype)
+            moving = (
+                torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
+                if self.gamma < 1
+                else log_g
+            )
+            log_s = torch.where(seen, moving, log_g)
+            weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the negatives
+            state.log_s[indices] = log_s.to(state.log_s.dtype)
+            state.seen[indices] = True
+
+        loss = ((weights * h).sum(dim=1) / count).mean()
+
+        if self.learn_temperature:
+            with torch.no_grad():
+                weighted = (weights * h.detach()).sum(dim=1) / count
+                gradient = log_s + self.rho - weighted / tau
+                if self.grad_clip is not None:
+                    gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
+                u = (1.0 - self.beta) * state.u[indices].to(h.dtype) + self.beta * gradient
+                state.u[indices] = u.to(state.u.dtype)
+                state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)
+        self.last_temperatures.append(tau.detach())
+        return loss
+
+    def _validate_indices(self, indices: Tensor | None, queries: Tensor, columns: list[Tensor]) -> Tensor:
+        if indices is None:
+            raise ValueError(
+                "iSogCLR needs the dataset index of every row. Add it with "
+                "tempnlp.state.add_index_column(dataset) (sentence-transformers passes the 'label' column to the "
+                "loss untokenised), or pass indices=... at tensor level."
+            )
+        if not isinstance(indices, Tensor):
+            indices = torch.as_tensor(indices)
+        if indices.dim() != 1 or indices.numel() != queries.size(0) or indices.is_floating_point():
+            raise ValueError(
+                f"indices must be a 1-D integer tensor with one entry per row ({queries.size(0)}), got "
+                f"{indices.dtype} of shape {tuple(indices.shape)}."
+            )
+        indices = indices.to(device=queries.device, dtype=torch.long)
+        if self.check_finite:
+            # One host read for every value check: finite embeddings, indices in range, indices distinct.
+            ordered = indices.sort().values
+            flags = torch.stack(
+                [
+                    *(column.isfinite().all() for column in [queries, *columns]),
+                    (indices >= 0).all() & (indices < self.num_samples).all(),
+                    (ordered[1:] != ordered[:-1]).all(),
+                ]
+            ).tolist()
+            if not all(flags[:-2]):
+                check_embeddings("queries", queries, batch_size=None, dim=None)
+                raise ValueError(
+                    "Non-finite (NaN or inf) values in the embeddings. The encoder diverged or overflowed: lower "
+                    "the learning rate, use bf16 instead of fp16, or enable gradient clipping (max_grad_norm)."
+                )
+            if not flags[-2]:
+                raise ValueError(
+                    f"Dataset indices must lie in [0, {self.num_samples}) (num_samples), got values from "
+                    f"{int(indices.min())} to {int(indices.max())}: set num_samples to the training set size."
+                )
+            if not flags[-1]:
+                raise ValueError(
+                    "Duplicate dataset indices in one batch: a sample's state would be updated twice. Each row "
+                    "must be a distinct training sample (use add_index_column on the dataset you train on)."
+                )
+        return indices
+
+    def extra_repr(self) -> str:
+        kind = "iSogCLR" if self.learn_temperature else "SogCLR"
+        return (
+            f"{kind}, num_samples={self.num_samples}, tau_init={self.tau_init}, tau=[{self.tau_min}, {self.tau_max}], "
+            f"gamma={self.gamma}, rho={self.rho}, eta={self.eta}, beta={self.beta}, grad_clip={self.grad_clip}, "
+            f"symmetric={self.symmetric}"
+        )
+
+
+def warn_single_epoch(num_epochs: float, name: str) -> None:
+    """Per-sample temperatures are read the next time a sample is seen: with one pass they never act."""
+    if num_epochs <= 1:
+        warnings.warn(
+            f"{name} learns one temperature per training sample, which is only used when that sample comes back: "
+            f"with {num_epochs:g} epoch(s) every sample is seen once and trains at tau_init throughout. Train for "
+            "several epochs, or use TempNet, which predicts tau for unseen samples.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -7,5 +7,6 @@
 from tempnlp.losses.base import TemperatureContrastiveLoss
 from tempnlp.losses.dcl import DCLLoss
 from tempnlp.losses.infonce import InfoNCELoss
+from tempnlp.losses.isogclr import ISogCLRLoss, SogCLRLoss
 
-__all__ = ["DCLLoss", "InfoNCELoss", "TemperatureContrastiveLoss"]
+__all__ = ["DCLLoss", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "TemperatureContrastiveLoss"]

@@ -7,5 +7,6 @@ temperatures. They know nothing of sentence-transformers; :mod:`tempnlp.losses` 
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.dcl import DCL, DCLW
 from tempnlp.objectives.infonce import InfoNCE
+from tempnlp.objectives.isogclr import ISogCLR
 
-__all__ = ["DCL", "DCLW", "ContrastiveObjective", "InfoNCE"]
+__all__ = ["DCL", "DCLW", "ContrastiveObjective", "ISogCLR", "InfoNCE"]

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+from torch import Tensor, nn
+
+from tempnlp.objectives.isogclr import ISogCLR
+
+
+class ISogCLRLoss(nn.Module):
+    stateful = True
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        num_samples: int,
+        tau_init: float = 0.1,
+        tau_min: float = 0.05,
+        tau_max: float = 1.0,
+        gamma: float = 0.9,
+        rho: float = 0.3,
+        eta: float = 0.01,
+        beta: float = 0.8,
+        grad_clip: float | None = 5.0,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        """
+        iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
+
+        Every training sample keeps its own temperature, learned by distributionally robust optimisation:
+        samples whose negatives look alike (frequent semantics) end with a larger temperature, rare ones a
+        smaller one. It also keeps SogCLR's moving average of each sample's partition function, so small batches
+        give a consistent gradient. The state is addressed by dataset index: add it with
+        :func:`tempnlp.state.add_index_column`, and save it with every checkpoint with
+        :func:`tempnlp.train.track_loss_state`.
+
+        A per-sample temperature is read the next time its sample is seen: with a single epoch it never acts.
+        Train for several epochs (the trainer integration warns otherwise).
+
+        Args:
+            model: SentenceTransformer model.
+            num_samples: the size of the training set.
+            tau_init: initial temperature; 0.1, the authors' unimodal setting.
+            tau_min, tau_max: bounds of the temperatures (0.05, 1.0).
+            gamma: moving-average weight of the partition estimate (0.9).
+            rho: radius of the KL ball around the uniform weighting of the negatives (0.3; the authors use
+                0.3-0.4 for unimodal data). A small rho drives tau up, a rho near log(number of negatives) down;
+                it must stay below log(number of negatives).
+            eta: temperature step size (0.01-0.03).
+            beta: moving-average weight of the temperature gradient (0.8).
+            grad_clip: clip of the temperature gradient (5.0, as in the authors' code); None turns it off.
+            symmetric: also score each document against the queries, with a separate state for documents (the
+                bimodal query/document form).
+            check_finite: check embeddings and indices (one host read per step).
+
+        Requirements:
+            1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
+
+        Example:
+            ::
+
+                from tempnlp.losses import ISogCLRLoss
+                from tempnlp.state import add_index_column
+                from tempnlp.train import track_loss_state
+
+                train_dataset = add_index_column(train_dataset)
+                loss = ISogCLRLoss(model, num_samples=len(train_dataset))
+                trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
+                track_loss_state(trainer)  # saves/restores the per-sample state with checkpoints, logs tau
+                trainer.train()
+        """
+        super().__init__()
+        self.model = model
+        self.objective = ISogCLR(
+            num_samples,
+            tau_init=tau_init,
+            tau_min=tau_min,
+            tau_max=tau_max,
+            gamma=gamma,
+            rho=rho,
+            eta=eta,
+            beta=beta,
+            grad_clip=grad_clip,
+            learn_temperature=self._learns_temperature,
+            symmetric=symmetric,
+            check_finite=check_finite,
+        )
+
+    _learns_temperature = True
+
+    @property
+    def tau(self):
+        """Per-sample temperatures, one per dataset index."""
+        return self.objective.tau
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        features = list(sentence_features)
+        if len(features) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least two text columns (anchor, positive[, negative_1, ...]) but "
+                f"the batch has {len(features)}. For unsupervised SimCSE, duplicate the sentence column."
+            )
+        embeddings = embed_columns(self.model, features)
+        return self.objective(embeddings[0], embeddings[1:], labels)
+
+    def temperature_stats(self) -> dict[str, float]:
+        return self.objective.temperature_stats()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        o = self.objective
+        config = {"num_samples": o.num_samples, "tau_init": o.tau_init, "gamma": o.gamma, "symmetric": o.symmetric}
+        if o.learn_temperature:
+            config.update(
+                tau_min=o.tau_min, tau_max=o.tau_max, rho=o.rho, eta=o.eta, beta=o.beta, grad_clip=o.grad_clip
+            )
+        return config
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{qiu2023isogclr,
+    title = {Not All Semantics are Created Equal: Contrastive Self-supervised Learning with Automatic
+             Temperature Individualization},
+    author = {Qiu, Zi-Hao and Hu, Quanqi and Yuan, Zhuoning and Zhou, Denny and Zhang, Lijun and Yang, Tianbao},
+    booktitle = {International Conference on Machine Learning (ICML)},
+    year = {2023},
+    url = {https://arxiv.org/abs/2305.11965},
+}
+"""
+
+
+class SogCLRLoss(ISogCLRLoss):
+    """SogCLR (Yuan et al. 2022): per-sample moving averages of the partition function, one fixed temperature.
+
+    ``SogCLRLoss(model, num_samples, temperature=0.1, gamma=0.9, symmetric=False)``; the dataset needs the index
+    column of :func:`tempnlp.state.add_index_column`.
+    """
+
+    _learns_temperature = False
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        num_samples: int,
+        temperature: float = 0.1,
+        gamma: float = 0.9,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(
+            model,
+            num_samples,
+            tau_init=temperature,
+            tau_min=temperature,  # the temperature never moves: bounds only validate it
+            tau_max=temperature,
+            gamma=gamma,
+            symmetric=symmetric,
+            check_finite=check_finite,
+        )
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{yuan2022sogclr,
+    title = {Provable Stochastic Optimization for Global Contrastive Learning: Small Batch Does Not Harm
+             Performance},
+    author = {Yuan, Zhuoning and Wu, Yuexin and Qiu, Zi-Hao and Du, Xianzhi and Zhang, Lijun and Zhou, Denny
+              and Yang, Tianbao},
+    booktitle = {International Conference on Machine Learning (ICML)},
+    year = {2022},
+    url = {https://arxiv.org/abs/2202.12387},
+}
+"""

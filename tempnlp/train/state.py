@@ -1,0 +1,59 @@
+"""Save and restore the per-sample state of stateful losses with the trainer's checkpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from tempnlp.objectives.isogclr import warn_single_epoch
+from tempnlp.state import load_loss_state, save_loss_state
+
+
+def _stateful(loss) -> dict[str, object]:
+    losses = loss if isinstance(loss, Mapping) else {"": loss}
+    return {name: fn for name, fn in losses.items() if getattr(fn, "stateful", False)}
+
+
+class LossStateCallback(TrainerCallback):
+    """Writes ``loss_state.pt`` (one per stateful loss) into every checkpoint and reads it back on resume.
+
+    A resumed run starts its ``train()`` with ``state.global_step`` at the checkpoint's step, which names the
+    checkpoint folder to read from; the state is restored before the first step, so the run continues exactly.
+    """
+
+    def __init__(self, loss) -> None:
+        self.losses = _stateful(loss)
+
+    def _folder(self, args, state, name: str) -> str:
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        return os.path.join(folder, name) if name else folder
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        if state.global_step > 0:  # resuming from a checkpoint
+            for name, loss in self.losses.items():
+                load_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
+        epochs = state.num_train_epochs or args.num_train_epochs  # the trainer's count, max_steps included
+        for loss in self.losses.values():
+            if getattr(loss, "_learns_temperature", False):
+                warn_single_epoch(float(epochs), type(loss).__name__)
+
+    def on_save(self, args, state, control, **kwargs) -> None:
+        if not state.is_world_process_zero:
+            return
+        for name, loss in self.losses.items():
+            save_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
+
+
+def track_loss_state(trainer: Trainer) -> LossStateCallback:
+    """Checkpoint the per-sample state of ``trainer.loss`` and log its temperatures; returns the callback."""
+    from tempnlp.train.callbacks import log_temperature
+
+    callback = LossStateCallback(trainer.loss)
+    if not callback.losses:
+        raise TypeError(f"trainer.loss ({type(trainer.loss).__name__}) keeps no per-sample state to checkpoint.")
+    trainer.add_callback(callback)
+    log_temperature(trainer)
+    return callback

@@ -1,0 +1,138 @@
+"""Stateful losses in SentenceTransformerTrainer: index plumbing, checkpointed state, exact resume."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from test_losses import _pairs
+from transformers import TrainerCallback
+
+from tempnlp.losses import ISogCLRLoss, SogCLRLoss
+from tempnlp.state import add_index_column
+from tempnlp.train import track_loss_state
+
+
+def _args(output_dir, **overrides):
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    return SentenceTransformerTrainingArguments(**{**defaults, **overrides})
+
+
+def _trainer(model, dataset, output_dir, loss_cls=ISogCLRLoss, **overrides):
+    loss = loss_cls(model, num_samples=len(dataset), **({"eta": 0.05} if loss_cls is ISogCLRLoss else {}))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=_args(output_dir, **overrides), train_dataset=dataset, loss=loss
+    )
+    track_loss_state(trainer)
+    return trainer, loss
+
+
+def test_isogclr_trains_through_the_trainer_and_individualises_tau(tiny_model, tmp_path):
+    dataset = add_index_column(_pairs(count=32))
+    trainer, loss = _trainer(tiny_model, dataset, tmp_path, num_train_epochs=3)
+    trainer.train()
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(history) == 12 and all("tau_mean" in entry for entry in history)
+    assert loss.objective.query_state.seen.all()
+    assert len(set(loss.tau.tolist())) > 10  # one temperature per sample, no longer all 0.1
+    losses = [entry["loss"] for entry in history]
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_sogclr_keeps_one_temperature(tiny_model, tmp_path):
+    dataset = add_index_column(_pairs(count=16))
+    trainer, loss = _trainer(tiny_model, dataset, tmp_path, loss_cls=SogCLRLoss, num_train_epochs=2)
+    trainer.train()
+    taus = set(loss.tau.tolist())
+    assert len(taus) == 1 and taus.pop() == pytest.approx(0.1)
+    assert loss.objective.query_state.seen.all()
+
+
+def test_one_epoch_warns_that_per_sample_tau_never_acts(tiny_model, tmp_path):
+    dataset = add_index_column(_pairs(count=16))
+    trainer, _ = _trainer(tiny_model, dataset, tmp_path, num_train_epochs=1)
+    with pytest.warns(UserWarning, match="only used when that sample comes back"):
+        trainer.train()
+
+
+def test_missing_index_column_is_a_clear_error(tiny_model, tmp_path):
+    dataset = _pairs(count=16)
+    loss = ISogCLRLoss(tiny_model, num_samples=16)
+    trainer = SentenceTransformerTrainer(
+        model=tiny_model, args=_args(tmp_path, max_steps=1), train_dataset=dataset, loss=loss
+    )
+    with pytest.raises(ValueError, match="add_index_column"):
+        trainer.train()
+    with pytest.raises(ValueError, match="already has a 'label' column"):
+        add_index_column(add_index_column(dataset))
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def _run(model_factory, dataset, output_dir, stop_at=None, resume=None):
+    model = model_factory()
+    trainer, loss = _trainer(model, dataset, output_dir, max_steps=8, save_strategy="steps", save_steps=4)
+    if stop_at is not None:
+        trainer.add_callback(StopAt(stop_at))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.train(resume_from_checkpoint=resume)
+    losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    return losses, loss, model
+
+
+def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    def fresh_model():
+        transformer = Transformer(str(tiny_model_path), max_seq_length=32)
+        return SentenceTransformer(modules=[transformer, Pooling(32)], device="cpu")
+
+    dataset = add_index_column(_pairs(count=16))  # 2 steps an epoch: 8 steps revisit every sample 4 times
+    full_losses, full_loss, full_model = _run(fresh_model, dataset, tmp_path / "full")
+    _run(fresh_model, dataset, tmp_path / "interrupted", stop_at=4)
+    checkpoint = tmp_path / "interrupted" / "checkpoint-4"
+    assert (checkpoint / "loss_state.pt").is_file()
+    resumed_losses, resumed_loss, resumed_model = _run(
+        fresh_model, dataset, tmp_path / "interrupted", resume=str(checkpoint)
+    )
+
+    # The resumed history holds the checkpoint's steps 1-4 and its own 5-8 (the trainer logs losses rounded to
+    # 4 decimals); the weights and every tau_i below are compared bitwise.
+    assert sorted(resumed_losses) == list(range(1, 9))
+    assert resumed_losses == full_losses
+    for name, buffer in full_loss.objective.state_dict().items():
+        assert torch.equal(buffer, resumed_loss.objective.state_dict()[name]), name
+    for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resuming_without_loss_state_is_a_clear_error(tiny_model, tmp_path):
+    dataset = add_index_column(_pairs(count=16))
+    trainer, _ = _trainer(tiny_model, dataset, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    (tmp_path / "checkpoint-2" / "loss_state.pt").unlink()
+    trainer, _ = _trainer(tiny_model, dataset, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    with pytest.raises(FileNotFoundError, match="written without the loss state"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))

@@ -172,3 +172,47 @@ def test_bad_inputs_are_clear_errors():
         ISogCLR(6, gamma=0.0)
     with pytest.raises(ValueError, match="num_samples must be a positive int"):
         ISogCLR(0)
+
+
+class LeafTemperatures(torch.nn.Module):
+    """A stand-in temperature network whose outputs are leaf parameters: their .grad is d loss / d tau_i."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.values = torch.nn.Parameter(torch.tensor(values, dtype=torch.float64))
+
+    def forward(self, embeddings):
+        return self.values
+
+
+def test_temperature_network_gets_the_robust_gradient():
+    """With TempNet, tau_i comes from the network and its gradient is G_i / B, G_i as in step 5."""
+    torch.manual_seed(1)
+    batch, dim = 4, 6
+    queries = torch.randn(batch, dim, dtype=torch.float64)
+    documents = torch.randn(batch, dim, dtype=torch.float64)
+    taus = [0.08, 0.12, 0.3, 0.6]
+    network = LeafTemperatures(taus)
+    objective = ISogCLR(8, rho=0.5, grad_clip=None, temperature_network=network).double()
+    loss = objective(queries, documents, torch.arange(batch))
+    loss.backward()
+    for i, tau in enumerate(taus):
+        sims = [cosine(queries[i].tolist(), d) for d in documents.tolist()]
+        h = [sims[j] - sims[i] for j in range(batch) if j != i]
+        s = sum(math.exp(x / tau) for x in h) / len(h)  # first visit: s = g
+        weights = [math.exp(x / tau) / s for x in h]
+        grad = math.log(s) + 0.5 - sum(w * x for w, x in zip(weights, h, strict=True)) / len(h) / tau
+        assert network.values.grad[i].item() == pytest.approx(grad / batch, rel=1e-9)
+    assert objective.tau[:batch].tolist() == pytest.approx(taus)  # the buffer records the predictions
+
+
+def test_tempnet_predicts_bounded_temperatures_starting_at_tau_init():
+    from tempnlp.objectives.isogclr import TempNet
+
+    network = TempNet(6, 16, tau_init=0.1, tau_min=0.05, tau_max=1.0)
+    tau = network(torch.randn(5, 6))
+    assert tau.shape == (5,) and torch.allclose(tau, torch.full((5,), 0.1))
+    with torch.no_grad():
+        network.output.weight.normal_(0, 10.0)
+    tau = network(torch.randn(100, 6))
+    assert (tau >= 0.05).all() and (tau <= 1.0).all() and tau.std() > 0.01

@@ -136,3 +136,24 @@ def test_resuming_without_loss_state_is_a_clear_error(tiny_model, tmp_path):
     trainer, _ = _trainer(tiny_model, dataset, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     with pytest.raises(FileNotFoundError, match="written without the loss state"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_tempnet_trains_in_one_epoch_without_warning(tiny_model, tmp_path):
+    from tempnlp.losses import TempNetLoss
+
+    dataset = add_index_column(_pairs(count=32))
+    loss = TempNetLoss(tiny_model, num_samples=len(dataset), hidden=16)
+    args = _args(tmp_path, num_train_epochs=1, learning_rate_mapping={r"temperature_network\.": 0.05})
+    trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=dataset, loss=loss)
+    track_loss_state(trainer)
+    network = loss.objective.temperature_network
+    before = [p.detach().clone() for p in network.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no one-epoch warning: TempNet predicts unseen samples
+        trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, network.parameters(), strict=True))
+    embeddings = tiny_model.encode(["a man plays the guitar", "the cat sits"], convert_to_tensor=True).clone()
+    with torch.no_grad():
+        predicted = network(embeddings)
+    assert (predicted >= 0.05).all() and (predicted <= 1.0).all()
+    assert "tau_mean" in trainer.state.log_history[0]

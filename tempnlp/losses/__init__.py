@@ -7,6 +7,6 @@
 from tempnlp.losses.base import TemperatureContrastiveLoss
 from tempnlp.losses.dcl import DCLLoss
 from tempnlp.losses.infonce import InfoNCELoss
-from tempnlp.losses.isogclr import ISogCLRLoss, SogCLRLoss
+from tempnlp.losses.isogclr import ISogCLRLoss, SogCLRLoss, TempNetLoss
 
-__all__ = ["DCLLoss", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "TemperatureContrastiveLoss"]
+__all__ = ["DCLLoss", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "TempNetLoss", "TemperatureContrastiveLoss"]

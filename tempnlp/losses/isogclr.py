@@ -7,7 +7,7 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
-from tempnlp.objectives.isogclr import ISogCLR
+from tempnlp.objectives.isogclr import ISogCLR, TempNet
 
 
 class ISogCLRLoss(nn.Module):
@@ -27,6 +27,7 @@ class ISogCLRLoss(nn.Module):
         grad_clip: float | None = 5.0,
         symmetric: bool = False,
         check_finite: bool = True,
+        temperature_network: nn.Module | None = None,
     ) -> None:
         """
         iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
@@ -88,9 +89,12 @@ class ISogCLRLoss(nn.Module):
             learn_temperature=self._learns_temperature,
             symmetric=symmetric,
             check_finite=check_finite,
+            temperature_network=temperature_network,
         )
 
     _learns_temperature = True
+    #: per-sample temperatures only act when a sample comes back: warn for single-epoch runs
+    warns_single_epoch = True
 
     @property
     def tau(self):
@@ -141,6 +145,7 @@ class SogCLRLoss(ISogCLRLoss):
     """
 
     _learns_temperature = False
+    warns_single_epoch = False
 
     def __init__(
         self,
@@ -173,5 +178,74 @@ class SogCLRLoss(ISogCLRLoss):
     booktitle = {International Conference on Machine Learning (ICML)},
     year = {2022},
     url = {https://arxiv.org/abs/2202.12387},
+}
+"""
+
+
+class TempNetLoss(ISogCLRLoss):
+    """iSogCLR's robust objective with the temperature predicted by a small network (TempNet, Qiu et al. 2024).
+
+    ``tau_i = TempNet(embedding_i)``, bounded in [tau_min, tau_max] and computed from the detached embedding, so a
+    sample seen for the first time already gets its own temperature; this is what makes individual temperatures
+    useful in one-epoch runs such as unsupervised SimCSE. The network lives in the loss, so the trainer's optimizer
+    updates it; ``learning_rate_mapping={r"temperature_network\\.": 1e-4}`` gives it its own learning rate.
+
+    Reference: Qiu, Guo, Xu, Hu, Zhang and Yang 2024, "To Cool or not to Cool? Temperature Network Meets Large
+    Foundation Models via DRO", arXiv 2404.04575.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        num_samples: int,
+        hidden: int = 256,
+        tau_init: float = 0.1,
+        tau_min: float = 0.05,
+        tau_max: float = 1.0,
+        gamma: float = 0.9,
+        rho: float = 0.3,
+        grad_clip: float | None = 5.0,
+        symmetric: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        network = TempNet(model.get_embedding_dimension(), hidden, tau_init, tau_min, tau_max)
+        super().__init__(
+            model,
+            num_samples,
+            tau_init=tau_init,
+            tau_min=tau_min,
+            tau_max=tau_max,
+            gamma=gamma,
+            rho=rho,
+            grad_clip=grad_clip,
+            symmetric=symmetric,
+            check_finite=check_finite,
+            temperature_network=network,
+        )
+        if symmetric:  # the document direction gets its own network, as it gets its own buffers in iSogCLR
+            raise ValueError("TempNetLoss supports the one-directional form; use symmetric=False.")
+
+    warns_single_epoch = False  # the network predicts tau for unseen samples too
+
+    def get_config_dict(self) -> dict[str, Any]:
+        config = super().get_config_dict()
+        config.update(
+            hidden=self.objective.temperature_network.hidden.out_features,
+            tau_min=self.objective.tau_min,
+            tau_max=self.objective.tau_max,
+            rho=self.objective.rho,
+            grad_clip=self.objective.grad_clip,
+        )
+        return config
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{qiu2024tempnet,
+    title = {To Cool or not to Cool? Temperature Network Meets Large Foundation Models via DRO},
+    author = {Qiu, Zi-Hao and Guo, Siqi and Xu, Mao and Zhao, Tuo and Zhang, Lijun and Yang, Tianbao},
+    booktitle = {International Conference on Machine Learning (ICML)},
+    year = {2024},
+    url = {https://arxiv.org/abs/2404.04575},
 }
 """

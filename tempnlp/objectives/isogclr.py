@@ -53,6 +53,29 @@ class SampleState(nn.Module):
         return self.log_s.exp()
 
 
+class TempNet(nn.Module):
+    """A small network mapping a (detached) embedding to a temperature in [tau_min, tau_max] (Qiu et al. 2024).
+
+    ``Linear(d, hidden) -> ReLU -> Linear(hidden, 1) -> sigmoid``, rescaled to the bounds; the last layer starts
+    at zero weight with the bias that gives ``tau_init``, so every sample begins at ``tau_init``.
+    """
+
+    def __init__(self, embedding_dim: int, hidden: int, tau_init: float, tau_min: float, tau_max: float) -> None:
+        super().__init__()
+        if not tau_min < tau_init < tau_max:
+            raise ValueError(f"TempNet needs tau_min < tau_init < tau_max, got {tau_min}, {tau_init}, {tau_max}.")
+        self.tau_min, self.tau_max = tau_min, tau_max
+        self.hidden = nn.Linear(embedding_dim, hidden)
+        self.output = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.output.weight)
+        fraction = (tau_init - tau_min) / (tau_max - tau_min)
+        nn.init.constant_(self.output.bias, math.log(fraction / (1.0 - fraction)))
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        hidden = torch.relu(self.hidden(embeddings.detach().to(self.hidden.weight.dtype)))
+        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(self.output(hidden).squeeze(-1))
+
+
 class ISogCLR(nn.Module):
     """iSogCLR (``learn_temperature=True``, the default) or SogCLR (``False``) at tensor level.
 
@@ -72,6 +95,10 @@ class ISogCLR(nn.Module):
         symmetric: add the document-to-query direction, which keeps its own buffers (``document_state``), as
             the bimodal (query/document) form of iSogCLR does.
         check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
+        temperature_network: a :class:`TempNet` (or any module mapping (B, d) embeddings to (B,) temperatures):
+            tau_i is predicted from the detached query embedding instead of read from the buffer, and the network
+            is trained by the robust objective's gradient ``G_i`` (steps 5-6 become a backward pass through
+            ``G_i * tau_i``, whose value is kept at zero). ``tau`` then records the last prediction per index.
     """
 
     def __init__(
@@ -88,6 +115,7 @@ class ISogCLR(nn.Module):
         learn_temperature: bool = True,
         symmetric: bool = False,
         check_finite: bool = True,
+        temperature_network: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -113,6 +141,8 @@ class ISogCLR(nn.Module):
         self.check_finite = bool(check_finite)
         self.query_state = SampleState(num_samples, self.tau_init)
         self.document_state = SampleState(num_samples, self.tau_init) if self.symmetric else None
+        # TempNet replaces the per-sample temperature buffer by a prediction from the embedding.
+        self.temperature_network = temperature_network
         self.last_temperatures: list[Tensor] = []
 
     @property
@@ -144,13 +174,13 @@ class ISogCLR(nn.Module):
         documents_n = F.normalize(torch.cat(columns, dim=0), dim=1)
         dtype = torch.promote_types(queries_n.dtype, torch.float32)
         similarities = (queries_n @ documents_n.T).to(dtype)
-        loss = self._direction(similarities, indices, self.query_state)
+        loss = self._direction(similarities, indices, self.query_state, queries)
         if self.symmetric:
             backward = (documents_n[:batch] @ queries_n.T).to(dtype)  # each positive against the B queries
-            loss = 0.5 * (loss + self._direction(backward, indices, self.document_state))
+            loss = 0.5 * (loss + self._direction(backward, indices, self.document_state, columns[0]))
         return loss
 
-    def _direction(self, similarities: Tensor, indices: Tensor, state: SampleState) -> Tensor:
+    def _direction(self, similarities: Tensor, indices: Tensor, state: SampleState, anchors: Tensor) -> Tensor:
         batch = similarities.size(0)
         rows = torch.arange(batch, device=similarities.device)
         positive = similarities[rows, rows]
@@ -159,8 +189,11 @@ class ISogCLR(nn.Module):
         negative_mask[rows, rows] = False
         count = negative_mask.sum(dim=1).to(h.dtype)  # n_i
 
+        predicted = None
+        if self.temperature_network is not None:
+            predicted = self.temperature_network(anchors).to(h.dtype)  # (B,), differentiable in the network only
         with torch.no_grad():
-            tau = state.tau[indices].to(h.dtype)  # (B,), before this step's update
+            tau = predicted.detach() if predicted is not None else state.tau[indices].to(h.dtype)
             scaled = (h.detach() / tau.unsqueeze(1)).masked_fill(~negative_mask, float("-inf"))
             log_g = torch.logsumexp(scaled, dim=1) - count.log()  # log of (1/n_i) sum_j exp(h_ij / tau)
             seen = state.seen[indices]
@@ -183,6 +216,15 @@ class ISogCLR(nn.Module):
                 gradient = log_s + self.rho - weighted / tau
                 if self.grad_clip is not None:
                     gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
+            if predicted is not None:
+                # d/d(theta) of mean_i G_i * tau_i(theta): the robust objective's descent direction for the
+                # network; the term's value is zero so the logged loss stays the contrastive one.
+                loss = loss + (gradient * (predicted - predicted.detach())).mean()
+                with torch.no_grad():
+                    state.tau[indices] = predicted.detach().to(state.tau.dtype)
+                self.last_temperatures.append(tau.detach())
+                return loss
+            with torch.no_grad():
                 u = (1.0 - self.beta) * state.u[indices].to(h.dtype) + self.beta * gradient
                 state.u[indices] = u.to(state.u.dtype)
                 state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)

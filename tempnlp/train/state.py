@@ -37,7 +37,7 @@ class LossStateCallback(TrainerCallback):
                 load_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
         epochs = state.num_train_epochs or args.num_train_epochs  # the trainer's count, max_steps included
         for loss in self.losses.values():
-            if getattr(loss, "_learns_temperature", False):
+            if getattr(loss, "warns_single_epoch", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
 
     def on_save(self, args, state, control, **kwargs) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
+from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.temperature import TemperaturePolicy
 
@@ -21,10 +23,17 @@ class TemperatureContrastiveLoss(nn.Module):
     hard-negative columns.
     """
 
-    def __init__(self, model: SentenceTransformer, objective: ContrastiveObjective) -> None:
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        objective: ContrastiveObjective,
+        queue_size: int = 0,
+        queue_momentum: float = 0.995,
+    ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
+        self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
 
     @property
     def temperature(self) -> TemperaturePolicy:
@@ -34,12 +43,18 @@ class TemperatureContrastiveLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         features = list(sentence_features)
         self._check_columns(len(features))
+        # The model writes its outputs into the dicts it is given: keep the positives' inputs for the queue.
+        queue_features = dict(features[1]) if self.queue is not None else None
         embeddings = embed_columns(self.model, features)
-        return self.compute_loss_from_embeddings(embeddings, labels)
+        loss = self.compute_loss_from_embeddings(embeddings, labels)
+        if self.queue is not None and torch.is_grad_enabled():  # training steps only
+            self.queue.update(self.model, queue_features)
+        return loss
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         self._check_columns(len(embeddings))
-        return self.objective(embeddings[0], embeddings[1:])
+        extra = self.queue.negatives() if self.queue is not None else None
+        return self.objective(embeddings[0], embeddings[1:], extra_negatives=extra)
 
     def temperature_stats(self) -> dict[str, float]:
         """``tau_mean``, ``tau_min``, ``tau_max`` of the last step (one host read: call it when logging)."""
@@ -47,7 +62,10 @@ class TemperatureContrastiveLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         # The policy is passed as a module so the model card renders it as ``MACLTemperature(tau0=..., ...)``.
-        return {"temperature": self.temperature}
+        config: dict[str, Any] = {"temperature": self.temperature}
+        if self.queue is not None:
+            config.update(queue_size=self.queue.size, queue_momentum=self.queue.momentum)
+        return config
 
     def _check_columns(self, count: int) -> None:
         if count < 2:

@@ -18,6 +18,8 @@ class DCLLoss(TemperatureContrastiveLoss):
         symmetric: bool = False,
         anchor_negatives: bool = False,
         check_finite: bool = True,
+        queue_size: int = 0,
+        queue_momentum: float = 0.995,
     ) -> None:
         """
         Decoupled contrastive loss (DCL), and DCLW when ``sigma`` is set, with a swappable temperature.
@@ -33,6 +35,8 @@ class DCLLoss(TemperatureContrastiveLoss):
             sigma: None for DCL; the von Mises-Fisher width for DCLW (0.5 in the paper).
             symmetric: average with the document-to-anchor direction (the paper's two-view form).
             anchor_negatives: also use the other anchors as negatives (the paper's SimCLR setting).
+            queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
+            queue_momentum: EMA rate of the queue's encoder copy (0.995).
             check_finite: raise a ValueError on NaN/inf embeddings (one host read per step).
 
         Requirements:
@@ -63,7 +67,7 @@ class DCLLoss(TemperatureContrastiveLoss):
             anchor_negatives=anchor_negatives,
             check_finite=check_finite,
         )
-        super().__init__(model, objective)
+        super().__init__(model, objective, queue_size, queue_momentum)
 
     def get_config_dict(self) -> dict[str, Any]:
         objective = self.objective

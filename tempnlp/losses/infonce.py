@@ -16,6 +16,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
         temperature: TemperaturePolicy | float = 0.05,
         symmetric: bool = False,
         check_finite: bool = True,
+        queue_size: int = 0,
+        queue_momentum: float = 0.995,
     ) -> None:
         """
         InfoNCE (in-batch negatives, SimCSE, MultipleNegativesRankingLoss) with a swappable temperature.
@@ -35,6 +37,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 :class:`~tempnlp.temperature.TemperaturePolicy` such as ``LearnableTemperature()``,
                 ``MACLTemperature()`` or ``DySTreSSTemperature()``.
             symmetric: also score each positive against all anchors and average the two directions.
+            queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
+            queue_momentum: EMA rate of the queue's encoder copy (0.995).
             check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
                 device per step; pass False to skip it.
 
@@ -76,7 +80,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 log_temperature(trainer)  # tau_mean / tau_min / tau_max in the logs
                 trainer.train()
         """
-        super().__init__(model, InfoNCE(temperature, symmetric=symmetric, check_finite=check_finite))
+        objective = InfoNCE(temperature, symmetric=symmetric, check_finite=check_finite)
+        super().__init__(model, objective, queue_size, queue_momentum)
         self.symmetric = self.objective.symmetric
 
     def get_config_dict(self) -> dict[str, Any]:

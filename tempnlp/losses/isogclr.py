@@ -3,10 +3,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
+from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.isogclr import ISogCLR, TempNet
 
 
@@ -28,6 +30,8 @@ class ISogCLRLoss(nn.Module):
         symmetric: bool = False,
         check_finite: bool = True,
         temperature_network: nn.Module | None = None,
+        queue_size: int = 0,
+        queue_momentum: float = 0.995,
     ) -> None:
         """
         iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
@@ -57,6 +61,9 @@ class ISogCLRLoss(nn.Module):
             symmetric: also score each document against the queries, with a separate state for documents (the
                 bimodal query/document form).
             check_finite: check embeddings and indices (one host read per step).
+            temperature_network: predict tau from the embedding instead (see :class:`TempNetLoss`).
+            queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
+            queue_momentum: EMA rate of the queue's encoder copy (0.995).
 
         Requirements:
             1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
@@ -91,6 +98,7 @@ class ISogCLRLoss(nn.Module):
             check_finite=check_finite,
             temperature_network=temperature_network,
         )
+        self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
 
     _learns_temperature = True
     #: per-sample temperatures only act when a sample comes back: warn for single-epoch runs
@@ -108,8 +116,13 @@ class ISogCLRLoss(nn.Module):
                 f"{type(self).__name__} needs at least two text columns (anchor, positive[, negative_1, ...]) but "
                 f"the batch has {len(features)}. For unsupervised SimCSE, duplicate the sentence column."
             )
+        queue_features = dict(features[1]) if self.queue is not None else None
         embeddings = embed_columns(self.model, features)
-        return self.objective(embeddings[0], embeddings[1:], labels)
+        extra = self.queue.negatives() if self.queue is not None else None
+        loss = self.objective(embeddings[0], embeddings[1:], labels, extra_negatives=extra)
+        if self.queue is not None and torch.is_grad_enabled():
+            self.queue.update(self.model, queue_features)
+        return loss
 
     def temperature_stats(self) -> dict[str, float]:
         return self.objective.temperature_stats()
@@ -117,6 +130,8 @@ class ISogCLRLoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         o = self.objective
         config = {"num_samples": o.num_samples, "tau_init": o.tau_init, "gamma": o.gamma, "symmetric": o.symmetric}
+        if self.queue is not None:
+            config.update(queue_size=self.queue.size, queue_momentum=self.queue.momentum)
         if o.learn_temperature:
             config.update(
                 tau_min=o.tau_min, tau_max=o.tau_max, rho=o.rho, eta=o.eta, beta=o.beta, grad_clip=o.grad_clip

@@ -89,12 +89,22 @@ class ContrastiveObjective(nn.Module):
         return temperature_stats(self.last_temperatures)
 
 
-def normalized_similarities(anchors: Tensor, columns: list[Tensor]) -> tuple[Tensor, Tensor]:
+def normalized_similarities(
+    anchors: Tensor, columns: list[Tensor], extra_negatives: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Cosine similarities of each anchor with every document of every column, and the normalised anchors.
 
-    Returns ``(similarities, anchors_normalized)`` with similarities of shape (B, B * len(columns)), columns
-    laid out one after the other, so the positive of row ``i`` is column ``i``.
+    Returns ``(similarities, anchors_normalized)`` with similarities of shape (B, B * len(columns) + K): columns
+    laid out one after the other, so the positive of row ``i`` is column ``i``, then the K ``extra_negatives``
+    shared by every row (a momentum queue).
     """
     anchors_normalized = F.normalize(anchors, p=2, dim=1)
-    documents = F.normalize(torch.cat(columns, dim=0), p=2, dim=1)
-    return anchors_normalized @ documents.T, anchors_normalized
+    documents = torch.cat([*columns, extra_negatives] if extra_negatives is not None else columns, dim=0)
+    return anchors_normalized @ F.normalize(documents, p=2, dim=1).T, anchors_normalized
+
+
+def check_extra_negatives(extra_negatives: Tensor | None, anchors: Tensor) -> None:
+    if extra_negatives is not None and (extra_negatives.dim() != 2 or extra_negatives.size(1) != anchors.size(1)):
+        raise ValueError(
+            f"extra_negatives must be (K, {anchors.size(1)}) embeddings, got shape {tuple(extra_negatives.shape)}."
+        )

@@ -10,6 +10,7 @@ from tempnlp._checks import positive_float
 from tempnlp.objectives.base import (
     ContrastiveObjective,
     as_columns,
+    check_extra_negatives,
     logits_dtype,
     normalized_similarities,
     scale_by_temperature,
@@ -63,9 +64,16 @@ class DCL(ContrastiveObjective):
         self.anchor_negatives = bool(anchor_negatives)
         self.check_finite = bool(check_finite)
 
-    def forward(self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        anchors: Tensor,
+        documents: Tensor | Sequence[Tensor],
+        indices: Tensor | None = None,
+        extra_negatives: Tensor | None = None,
+    ) -> Tensor:
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
+        check_extra_negatives(extra_negatives, anchors)
         batch_size = anchors.size(0)
         if batch_size == 1 and len(columns) == 1:
             raise ValueError(
@@ -73,7 +81,7 @@ class DCL(ContrastiveObjective):
                 "Use a batch size > 1 or add a hard-negative column."
             )
         self.last_temperatures = []
-        similarities, anchors_normalized = normalized_similarities(anchors, columns)
+        similarities, anchors_normalized = normalized_similarities(anchors, columns, extra_negatives)
         dtype = logits_dtype(similarities.dtype)
         similarities = similarities.to(dtype)
         rows = torch.arange(batch_size, device=anchors.device)
@@ -85,7 +93,7 @@ class DCL(ContrastiveObjective):
             forward = torch.cat([forward, (anchors_normalized @ anchors_normalized.T).to(dtype)], dim=1)
         losses = self._row_losses(forward, positives, weights, anchors, indices, rows)
         if self.symmetric:
-            backward = similarities[:, :batch_size].T
+            backward = similarities[:, :batch_size].T  # the queue, if any, serves the forward direction only
             if self.anchor_negatives:
                 positives_normalized = F.normalize(columns[0], p=2, dim=1)
                 backward = torch.cat([backward, (positives_normalized @ positives_normalized.T).to(dtype)], dim=1)

@@ -9,6 +9,7 @@ from torch import Tensor
 from tempnlp.objectives.base import (
     ContrastiveObjective,
     as_columns,
+    check_extra_negatives,
     logits_dtype,
     normalized_similarities,
     scale_by_temperature,
@@ -38,8 +39,10 @@ class InfoNCE(ContrastiveObjective):
         symmetric: add the document-to-anchor direction.
         check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
 
-    Call it as ``objective(anchors, documents, indices=None)`` with anchors (B, d) and documents a (B, d)
-    tensor of positives, a list ``[positives, negatives_1, ...]`` of (B, d) tensors, or a (B, 1 + n, d) tensor.
+    Call it as ``objective(anchors, documents, indices=None, extra_negatives=None)`` with anchors (B, d) and
+    documents a (B, d) tensor of positives, a list ``[positives, negatives_1, ...]`` of (B, d) tensors, or a
+    (B, 1 + n, d) tensor; ``extra_negatives`` (K, d) are negatives shared by every row (a momentum queue), used
+    in the anchor-to-document direction.
 
     References: van den Oord, Li and Vinyals 2018, arXiv 1807.03748; Gao, Yao and Chen 2021 (SimCSE),
     arXiv 2104.08821.
@@ -55,11 +58,18 @@ class InfoNCE(ContrastiveObjective):
         self.symmetric = bool(symmetric)
         self.check_finite = bool(check_finite)
 
-    def forward(self, anchors: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        anchors: Tensor,
+        documents: Tensor | Sequence[Tensor],
+        indices: Tensor | None = None,
+        extra_negatives: Tensor | None = None,
+    ) -> Tensor:
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
+        check_extra_negatives(extra_negatives, anchors)
         self.last_temperatures = []
-        similarities, _ = normalized_similarities(anchors, columns)
+        similarities, _ = normalized_similarities(anchors, columns, extra_negatives)
         similarities = similarities.to(logits_dtype(similarities.dtype))
         rows = torch.arange(anchors.size(0), device=anchors.device)
         positives = similarities[rows, rows]

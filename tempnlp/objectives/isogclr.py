@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tempnlp._checks import check_embeddings, ordered_bounds, positive_float
-from tempnlp.objectives.base import as_columns, validate_batch
+from tempnlp.objectives.base import as_columns, check_extra_negatives, normalized_similarities, validate_batch
 
 
 class SampleState(nn.Module):
@@ -155,12 +155,19 @@ class ISogCLR(nn.Module):
 
         return temperature_stats(self.last_temperatures)
 
-    def forward(self, queries: Tensor, documents: Tensor | Sequence[Tensor], indices: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        queries: Tensor,
+        documents: Tensor | Sequence[Tensor],
+        indices: Tensor | None,
+        extra_negatives: Tensor | None = None,
+    ) -> Tensor:
         columns = as_columns(documents)
         validate_batch(queries, columns, check_values=False)
+        check_extra_negatives(extra_negatives, queries)
         indices = self._validate_indices(indices, queries, columns)
         batch = queries.size(0)
-        negatives = batch * len(columns) - 1
+        negatives = batch * len(columns) - 1 + (0 if extra_negatives is None else extra_negatives.size(0))
         if negatives < 1:
             raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
         if self.rho >= math.log(negatives):
@@ -173,7 +180,8 @@ class ISogCLR(nn.Module):
         queries_n = F.normalize(queries, dim=1)
         documents_n = F.normalize(torch.cat(columns, dim=0), dim=1)
         dtype = torch.promote_types(queries_n.dtype, torch.float32)
-        similarities = (queries_n @ documents_n.T).to(dtype)
+        similarities, _ = normalized_similarities(queries, columns, extra_negatives)
+        similarities = similarities.to(dtype)
         loss = self._direction(similarities, indices, self.query_state, queries)
         if self.symmetric:
             backward = (documents_n[:batch] @ queries_n.T).to(dtype)  # each positive against the B queries

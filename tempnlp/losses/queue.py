@@ -1,0 +1,67 @@
+"""A momentum queue of extra negatives (MoCo, He et al. 2020; ESimCSE, Wu et al. 2022).
+
+An exponential-moving-average copy of the encoder embeds each training batch's positives into a first-in-first-out
+queue of ``size`` embeddings; the queue's contents serve as extra negatives, shared by every anchor, in the
+following steps. The queue works with every temperature policy: the policy sees the queue's similarities as
+ordinary candidate entries.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+from torch import Tensor, nn
+
+from tempnlp._checks import positive_float
+
+
+class MomentumQueue(nn.Module):
+    def __init__(self, model: SentenceTransformer, size: int = 1024, momentum: float = 0.995) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"queue size must be a positive int, got {size!r}.")
+        momentum = positive_float("momentum", momentum) if momentum else 0.0
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}: 0.995 is usual (ESimCSE, MoCo).")
+        self.size, self.momentum = size, momentum
+        # Named ema_encoder, not model: the trainer swaps any child called "model" for the wrapped training model.
+        self.ema_encoder = copy.deepcopy(model)
+        self.ema_encoder.requires_grad_(False)
+        self.ema_encoder.eval()
+        dim = model.get_embedding_dimension()
+        self.register_buffer("queue", torch.zeros(size, dim, dtype=torch.float32))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self._filled_host = 0  # host-side mirror of `filled`, so negatives() never reads the device
+
+    def negatives(self) -> Tensor | None:
+        """The queued embeddings (unit-normalised, detached), or None while the queue is empty."""
+        if self._filled_host == 0:
+            return None
+        return self.queue[: self._filled_host]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, features: dict[str, Any]) -> None:
+        """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings."""
+        source = model.module if hasattr(model, "module") else model  # DDP-wrapped models
+        for ema, current in zip(self.ema_encoder.parameters(), source.parameters(), strict=True):
+            ema.mul_(self.momentum).add_(current.detach(), alpha=1.0 - self.momentum)
+        embeddings = F.normalize(self.ema_encoder(features)["sentence_embedding"].float(), dim=1)
+        count = min(embeddings.size(0), self.size)
+        positions = (self.pointer + torch.arange(count, device=self.queue.device)) % self.size
+        self.queue[positions] = embeddings[-count:].to(self.queue.dtype)
+        self.pointer.copy_((self.pointer + count) % self.size)
+        self._filled_host = min(self._filled_host + count, self.size)
+        self.filled.fill_(self._filled_host)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "filled" in state_dict:
+            self._filled_host = int(state_dict[prefix + "filled"])
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, momentum={self.momentum}"

@@ -1,0 +1,76 @@
+"""The momentum queue of extra negatives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_losses import TEXTS, _pairs, _train
+
+from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss
+from tempnlp.objectives import InfoNCE
+from tempnlp.state import add_index_column, save_loss_state
+from tempnlp.temperature import DySTreSSTemperature, MACLTemperature
+
+
+def _features(model, texts):
+    return model.preprocess(texts)
+
+
+def test_queue_holds_the_ema_embeddings_and_serves_as_negatives(tiny_model):
+    tiny_model.double()
+    loss = InfoNCELoss(tiny_model, temperature=MACLTemperature(), queue_size=6, queue_momentum=0.0).double()
+    first = [TEXTS[:4], [t.replace("a ", "one ") for t in TEXTS[:4]]]
+    second = [TEXTS[4:], [t.replace("a ", "one ") for t in TEXTS[4:]]]
+    assert loss.queue.negatives() is None
+
+    loss([_features(tiny_model, c) for c in first], None)  # nothing queued yet: plain InfoNCE
+    queued = loss.queue.negatives().clone()
+    with torch.no_grad():
+        expected = F.normalize(tiny_model.encode(first[1], convert_to_tensor=True).double(), dim=1)
+    torch.testing.assert_close(queued, expected.to(queued.dtype))  # momentum 0: the EMA copy is the model
+
+    value = loss([_features(tiny_model, c) for c in second], None)
+    with torch.no_grad():
+        anchors = tiny_model.encode(second[0], convert_to_tensor=True).double()
+        positives = tiny_model.encode(second[1], convert_to_tensor=True).double()
+    reference = InfoNCE(MACLTemperature()).double()(anchors, positives, extra_negatives=queued.double())
+    assert value.item() == pytest.approx(reference.item(), rel=1e-6)
+    # A ring buffer of 6: 4 + 4 embeddings leave it full with the pointer at 2.
+    assert loss.queue._filled_host == 6 and int(loss.queue.pointer) == 2
+
+
+def test_queue_does_not_grow_in_evaluation(tiny_model):
+    loss = InfoNCELoss(tiny_model, queue_size=8)
+    with torch.no_grad():
+        loss([_features(tiny_model, c) for c in (TEXTS[:4], TEXTS[4:])], None)
+    assert loss.queue.negatives() is None
+
+
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        lambda m, n: InfoNCELoss(m, temperature=DySTreSSTemperature(), queue_size=32),
+        lambda m, n: DCLLoss(m, temperature=0.05, sigma=0.5, queue_size=32),
+        lambda m, n: ISogCLRLoss(m, num_samples=n, queue_size=32),
+    ],
+    ids=["infonce-dystress", "dclw", "isogclr"],
+)
+def test_trainer_runs_with_a_queue_and_checkpoints_it(tiny_model, tmp_path, make_loss):
+    dataset = add_index_column(_pairs(count=48))
+    loss = make_loss(tiny_model, len(dataset))
+    trainer = _train(tiny_model, loss, dataset, tmp_path, steps=9)
+    assert loss.queue._filled_host == 32
+    assert all("tau_mean" in entry for entry in trainer.state.log_history if "loss" in entry)
+    assert not any(p.requires_grad for p in loss.queue.ema_encoder.parameters())
+    assert all(p.requires_grad is False or "ema_encoder" not in name for name, p in loss.named_parameters())
+    state = torch.load(save_loss_state(loss, tmp_path), weights_only=True)
+    assert "queue.queue" in state and any(key.startswith("queue.ema_encoder.") for key in state)
+    assert not any(key.startswith("model.") for key in state)
+
+
+def test_bad_queue_arguments(tiny_model):
+    with pytest.raises(ValueError, match="queue size must be a positive int"):
+        InfoNCELoss(tiny_model, queue_size=-1)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        InfoNCELoss(tiny_model, queue_size=8, queue_momentum=1.5)

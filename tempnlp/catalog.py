@@ -13,6 +13,21 @@ LOSSES = [
         "decoupled contrastive loss (positive out of the denominator); sigma=0.5 gives DCLW",
         "Yeh et al. 2022 (ECCV)",
     ),
+    (
+        "SogCLRLoss",
+        "per-sample moving average of the partition function, one fixed tau",
+        "Yuan et al. 2022 (SogCLR), arXiv 2202.12387",
+    ),
+    (
+        "ISogCLRLoss",
+        "one learned tau per training sample (KL-ball DRO), per-sample state saved in checkpoints",
+        "Qiu et al. 2023 (iSogCLR), arXiv 2305.11965",
+    ),
+    (
+        "TempNetLoss",
+        "tau predicted from the embedding by a small network, trained by the same DRO objective",
+        "Qiu et al. 2024 (TempNet), arXiv 2404.04575",
+    ),
 ]
 
 POLICY_DESCRIPTIONS = [

@@ -66,7 +66,7 @@ def test_nli_triplets_pair_entailment_and_contradiction_per_premise():
 def test_losses_command_lists_losses_and_policies(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
-    for name in ("InfoNCELoss", "DCLLoss", "FixedTemperature", "LearnableTemperature", "MACLTemperature"):
+    for name in ("InfoNCELoss", "DCLLoss", "ISogCLRLoss", "SogCLRLoss", "TempNetLoss", "MACLTemperature"):
         assert name in out
     assert "2207.07874" in out and "2308.01140" in out
 

@@ -10,12 +10,13 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
+from tempnlp.losses.cache import GradCacheMixin
 from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.temperature import TemperaturePolicy
 
 
-class TemperatureContrastiveLoss(nn.Module):
+class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
     """Base of tempnlp's sentence-transformers losses.
 
     Subclasses build ``self.objective`` (a :class:`~tempnlp.objectives.base.ContrastiveObjective`) and define
@@ -29,11 +30,13 @@ class TemperatureContrastiveLoss(nn.Module):
         objective: ContrastiveObjective,
         queue_size: int = 0,
         queue_momentum: float = 0.995,
+        mini_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
         self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
+        self._set_mini_batch_size(mini_batch_size)
 
     @property
     def temperature(self) -> TemperaturePolicy:
@@ -45,8 +48,9 @@ class TemperatureContrastiveLoss(nn.Module):
         self._check_columns(len(features))
         # The model writes its outputs into the dicts it is given: keep the positives' inputs for the queue.
         queue_features = dict(features[1]) if self.queue is not None else None
-        embeddings = embed_columns(self.model, features)
-        loss = self.compute_loss_from_embeddings(embeddings, labels)
+        loss = self._cached_or_direct(
+            features, labels, lambda: self.compute_loss_from_embeddings(embed_columns(self.model, features), labels)
+        )
         if self.queue is not None and torch.is_grad_enabled():  # training steps only
             self.queue.update(self.model, queue_features)
         return loss
@@ -55,6 +59,9 @@ class TemperatureContrastiveLoss(nn.Module):
         self._check_columns(len(embeddings))
         extra = self.queue.negatives() if self.queue is not None else None
         return self.objective(embeddings[0], embeddings[1:], extra_negatives=extra)
+
+    def _loss_from(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def temperature_stats(self) -> dict[str, float]:
         """``tau_mean``, ``tau_min``, ``tau_max`` of the last step (one host read: call it when logging)."""
@@ -65,6 +72,8 @@ class TemperatureContrastiveLoss(nn.Module):
         config: dict[str, Any] = {"temperature": self.temperature}
         if self.queue is not None:
             config.update(queue_size=self.queue.size, queue_momentum=self.queue.momentum)
+        if self.mini_batch_size is not None:
+            config["mini_batch_size"] = self.mini_batch_size
         return config
 
     def _check_columns(self, count: int) -> None:

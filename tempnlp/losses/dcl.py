@@ -20,6 +20,7 @@ class DCLLoss(TemperatureContrastiveLoss):
         check_finite: bool = True,
         queue_size: int = 0,
         queue_momentum: float = 0.995,
+        mini_batch_size: int | None = None,
     ) -> None:
         """
         Decoupled contrastive loss (DCL), and DCLW when ``sigma`` is set, with a swappable temperature.
@@ -37,6 +38,8 @@ class DCLLoss(TemperatureContrastiveLoss):
             anchor_negatives: also use the other anchors as negatives (the paper's SimCLR setting).
             queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
+            mini_batch_size: embed in mini-batches of this size with GradCache (same loss and gradients, the
+                memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
             check_finite: raise a ValueError on NaN/inf embeddings (one host read per step).
 
         Requirements:
@@ -67,7 +70,7 @@ class DCLLoss(TemperatureContrastiveLoss):
             anchor_negatives=anchor_negatives,
             check_finite=check_finite,
         )
-        super().__init__(model, objective, queue_size, queue_momentum)
+        super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 
     def get_config_dict(self) -> dict[str, Any]:
         objective = self.objective

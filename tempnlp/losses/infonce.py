@@ -18,6 +18,7 @@ class InfoNCELoss(TemperatureContrastiveLoss):
         check_finite: bool = True,
         queue_size: int = 0,
         queue_momentum: float = 0.995,
+        mini_batch_size: int | None = None,
     ) -> None:
         """
         InfoNCE (in-batch negatives, SimCSE, MultipleNegativesRankingLoss) with a swappable temperature.
@@ -39,6 +40,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
             symmetric: also score each positive against all anchors and average the two directions.
             queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
+            mini_batch_size: embed in mini-batches of this size with GradCache (same loss and gradients, the
+                memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
             check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
                 device per step; pass False to skip it.
 
@@ -81,7 +84,7 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 trainer.train()
         """
         objective = InfoNCE(temperature, symmetric=symmetric, check_finite=check_finite)
-        super().__init__(model, objective, queue_size, queue_momentum)
+        super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
         self.symmetric = self.objective.symmetric
 
     def get_config_dict(self) -> dict[str, Any]:

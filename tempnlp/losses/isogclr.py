@@ -8,11 +8,12 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
+from tempnlp.losses.cache import GradCacheMixin
 from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.isogclr import ISogCLR, TempNet
 
 
-class ISogCLRLoss(nn.Module):
+class ISogCLRLoss(GradCacheMixin, nn.Module):
     stateful = True
 
     def __init__(
@@ -32,6 +33,7 @@ class ISogCLRLoss(nn.Module):
         temperature_network: nn.Module | None = None,
         queue_size: int = 0,
         queue_momentum: float = 0.995,
+        mini_batch_size: int | None = None,
     ) -> None:
         """
         iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
@@ -64,6 +66,7 @@ class ISogCLRLoss(nn.Module):
             temperature_network: predict tau from the embedding instead (see :class:`TempNetLoss`).
             queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
+            mini_batch_size: GradCache mini-batch size (same loss, gradients and state updates); None: off.
 
         Requirements:
             1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
@@ -99,6 +102,7 @@ class ISogCLRLoss(nn.Module):
             temperature_network=temperature_network,
         )
         self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
+        self._set_mini_batch_size(mini_batch_size)
 
     _learns_temperature = True
     #: per-sample temperatures only act when a sample comes back: warn for single-epoch runs
@@ -117,12 +121,16 @@ class ISogCLRLoss(nn.Module):
                 f"the batch has {len(features)}. For unsupervised SimCSE, duplicate the sentence column."
             )
         queue_features = dict(features[1]) if self.queue is not None else None
-        embeddings = embed_columns(self.model, features)
-        extra = self.queue.negatives() if self.queue is not None else None
-        loss = self.objective(embeddings[0], embeddings[1:], labels, extra_negatives=extra)
+        loss = self._cached_or_direct(
+            features, labels, lambda: self._loss_from(embed_columns(self.model, features), labels)
+        )
         if self.queue is not None and torch.is_grad_enabled():
             self.queue.update(self.model, queue_features)
         return loss
+
+    def _loss_from(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+        extra = self.queue.negatives() if self.queue is not None else None
+        return self.objective(embeddings[0], embeddings[1:], labels, extra_negatives=extra)
 
     def temperature_stats(self) -> dict[str, float]:
         return self.objective.temperature_stats()
@@ -170,6 +178,7 @@ class SogCLRLoss(ISogCLRLoss):
         gamma: float = 0.9,
         symmetric: bool = False,
         check_finite: bool = True,
+        mini_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -180,6 +189,7 @@ class SogCLRLoss(ISogCLRLoss):
             gamma=gamma,
             symmetric=symmetric,
             check_finite=check_finite,
+            mini_batch_size=mini_batch_size,
         )
 
     @property
@@ -222,6 +232,7 @@ class TempNetLoss(ISogCLRLoss):
         grad_clip: float | None = 5.0,
         symmetric: bool = False,
         check_finite: bool = True,
+        mini_batch_size: int | None = None,
     ) -> None:
         network = TempNet(model.get_embedding_dimension(), hidden, tau_init, tau_min, tau_max)
         super().__init__(
@@ -236,6 +247,7 @@ class TempNetLoss(ISogCLRLoss):
             symmetric=symmetric,
             check_finite=check_finite,
             temperature_network=network,
+            mini_batch_size=mini_batch_size,
         )
         if symmetric:  # the document direction gets its own network, as it gets its own buffers in iSogCLR
             raise ValueError("TempNetLoss supports the one-directional form; use symmetric=False.")

@@ -1,0 +1,45 @@
+"""GradCache for tempnlp's losses, on sentence-transformers' own CachedLossMixin.
+
+With ``mini_batch_size`` set, a loss embeds its batch in mini-batches without gradients, computes the objective
+once over the whole batch (so per-sample state and the momentum queue advance exactly once), caches the
+gradient of every embedding, and replays the mini-batches with gradients in the backward pass (Gao et al. 2021,
+"Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"). Loss and gradients equal the
+uncached loss; peak activation memory is that of one mini-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from sentence_transformers.base.losses.gradcache import CachedLossMixin
+from torch import Tensor
+
+
+class GradCacheMixin(CachedLossMixin):
+    """Route ``forward`` through GradCache when ``mini_batch_size`` is set; subclasses define ``_loss_from``."""
+
+    mini_batch_size: int | None = None
+
+    def _set_mini_batch_size(self, mini_batch_size: int | None) -> None:
+        if mini_batch_size is not None and (
+            isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1
+        ):
+            raise ValueError(f"mini_batch_size must be a positive int or None, got {mini_batch_size!r}.")
+        self.mini_batch_size = mini_batch_size
+        self.uses_gradient_cache = mini_batch_size is not None
+
+    def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False):
+        embeddings = [torch.cat(column) for column in reps]
+        loss = self._loss_from(embeddings, labels)
+        if with_backward:
+            loss.backward()
+            loss = loss.detach()
+        return loss
+
+    def _cached_or_direct(
+        self, features: list[dict[str, Tensor]], labels: Tensor | None, direct: Callable[[], Tensor]
+    ) -> Tensor:
+        return self.forward_cached(features, labels) if self.mini_batch_size is not None else direct()
+
+    _loss_from: Callable[[list[Tensor], Tensor | None], Tensor]

@@ -21,6 +21,7 @@ class DCLLoss(TemperatureContrastiveLoss):
         queue_size: int = 0,
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         """
         Decoupled contrastive loss (DCL), and DCLW when ``sigma`` is set, with a swappable temperature.
@@ -40,6 +41,7 @@ class DCLLoss(TemperatureContrastiveLoss):
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
             mini_batch_size: embed in mini-batches of this size with GradCache (same loss and gradients, the
                 memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
+            gather_across_devices: in multi-process training, compute the loss over the global batch.
             check_finite: raise a ValueError on NaN/inf embeddings (one host read per step).
 
         Requirements:
@@ -69,6 +71,7 @@ class DCLLoss(TemperatureContrastiveLoss):
             symmetric=symmetric,
             anchor_negatives=anchor_negatives,
             check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
         )
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 

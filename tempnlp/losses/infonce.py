@@ -19,6 +19,7 @@ class InfoNCELoss(TemperatureContrastiveLoss):
         queue_size: int = 0,
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         """
         InfoNCE (in-batch negatives, SimCSE, MultipleNegativesRankingLoss) with a swappable temperature.
@@ -42,6 +43,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
             mini_batch_size: embed in mini-batches of this size with GradCache (same loss and gradients, the
                 memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
+            gather_across_devices: in multi-process training, compute the loss over the global batch (every
+                rank's embeddings, gathered with gradient); the result equals one process on that batch.
             check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
                 device per step; pass False to skip it.
 
@@ -83,12 +86,17 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 log_temperature(trainer)  # tau_mean / tau_min / tau_max in the logs
                 trainer.train()
         """
-        objective = InfoNCE(temperature, symmetric=symmetric, check_finite=check_finite)
+        objective = InfoNCE(
+            temperature, symmetric=symmetric, check_finite=check_finite, gather_across_devices=gather_across_devices
+        )
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
         self.symmetric = self.objective.symmetric
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "symmetric": self.symmetric}
+        config = {**super().get_config_dict(), "symmetric": self.symmetric}
+        if self.objective.gather_across_devices:
+            config["gather_across_devices"] = True
+        return config
 
     @property
     def citation(self) -> str:

@@ -34,6 +34,7 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
         queue_size: int = 0,
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         """
         iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
@@ -67,6 +68,9 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
             queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
             mini_batch_size: GradCache mini-batch size (same loss, gradients and state updates); None: off.
+            gather_across_devices: in multi-process training, gather embeddings and dataset indices of every rank:
+                loss and state updates are those of the global batch, identical on every rank. The momentum
+                queue is not synchronised across ranks: do not combine the two.
 
         Requirements:
             1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
@@ -100,7 +104,10 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
             symmetric=symmetric,
             check_finite=check_finite,
             temperature_network=temperature_network,
+            gather_across_devices=gather_across_devices,
         )
+        if queue_size and gather_across_devices:
+            raise ValueError("The momentum queue is kept per process: use it without gather_across_devices.")
         self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
         self._set_mini_batch_size(mini_batch_size)
 
@@ -179,6 +186,7 @@ class SogCLRLoss(ISogCLRLoss):
         symmetric: bool = False,
         check_finite: bool = True,
         mini_batch_size: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -190,6 +198,7 @@ class SogCLRLoss(ISogCLRLoss):
             symmetric=symmetric,
             check_finite=check_finite,
             mini_batch_size=mini_batch_size,
+            gather_across_devices=gather_across_devices,
         )
 
     @property
@@ -233,6 +242,7 @@ class TempNetLoss(ISogCLRLoss):
         symmetric: bool = False,
         check_finite: bool = True,
         mini_batch_size: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         network = TempNet(model.get_embedding_dimension(), hidden, tau_init, tau_min, tau_max)
         super().__init__(
@@ -248,6 +258,7 @@ class TempNetLoss(ISogCLRLoss):
             check_finite=check_finite,
             temperature_network=network,
             mini_batch_size=mini_batch_size,
+            gather_across_devices=gather_across_devices,
         )
         if symmetric:  # the document direction gets its own network, as it gets its own buffers in iSogCLR
             raise ValueError("TempNetLoss supports the one-directional form; use symmetric=False.")

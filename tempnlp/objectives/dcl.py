@@ -16,6 +16,7 @@ from tempnlp.objectives.base import (
     scale_by_temperature,
     validate_batch,
 )
+from tempnlp.objectives.distributed import gather_batch
 from tempnlp.temperature import TemperaturePolicy
 
 
@@ -51,8 +52,10 @@ class DCL(ContrastiveObjective):
         symmetric: bool = False,
         anchor_negatives: bool = False,
         check_finite: bool = True,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__(temperature)
+        self.gather_across_devices = bool(gather_across_devices)
         if self.temperature.reweights:
             raise ValueError(
                 f"{type(self.temperature).__name__}(reweight=True) weights each row by 1 / (1 - P), which is "
@@ -74,6 +77,8 @@ class DCL(ContrastiveObjective):
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         check_extra_negatives(extra_negatives, anchors)
+        if self.gather_across_devices:
+            anchors, columns, indices = gather_batch(anchors, columns, indices)
         batch_size = anchors.size(0)
         if batch_size == 1 and len(columns) == 1:
             raise ValueError(

@@ -15,6 +15,7 @@ from tempnlp.objectives.base import (
     scale_by_temperature,
     validate_batch,
 )
+from tempnlp.objectives.distributed import gather_batch
 from tempnlp.temperature import TemperaturePolicy
 
 
@@ -38,6 +39,8 @@ class InfoNCE(ContrastiveObjective):
         temperature: a number (fixed tau) or a :class:`~tempnlp.temperature.TemperaturePolicy`.
         symmetric: add the document-to-anchor direction.
         check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
+        gather_across_devices: in multi-process training, evaluate the loss on the global batch (see
+            :mod:`tempnlp.objectives.distributed`).
 
     Call it as ``objective(anchors, documents, indices=None, extra_negatives=None)`` with anchors (B, d) and
     documents a (B, d) tensor of positives, a list ``[positives, negatives_1, ...]`` of (B, d) tensors, or a
@@ -53,10 +56,12 @@ class InfoNCE(ContrastiveObjective):
         temperature: TemperaturePolicy | float = 0.05,
         symmetric: bool = False,
         check_finite: bool = True,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__(temperature)
         self.symmetric = bool(symmetric)
         self.check_finite = bool(check_finite)
+        self.gather_across_devices = bool(gather_across_devices)
 
     def forward(
         self,
@@ -68,6 +73,8 @@ class InfoNCE(ContrastiveObjective):
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         check_extra_negatives(extra_negatives, anchors)
+        if self.gather_across_devices:
+            anchors, columns, indices = gather_batch(anchors, columns, indices)
         self.last_temperatures = []
         similarities, _ = normalized_similarities(anchors, columns, extra_negatives)
         similarities = similarities.to(logits_dtype(similarities.dtype))

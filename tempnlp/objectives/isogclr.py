@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from tempnlp._checks import check_embeddings, ordered_bounds, positive_float
 from tempnlp.objectives.base import as_columns, check_extra_negatives, normalized_similarities, validate_batch
+from tempnlp.objectives.distributed import gather_batch
 
 
 class SampleState(nn.Module):
@@ -99,6 +100,8 @@ class ISogCLR(nn.Module):
             tau_i is predicted from the detached query embedding instead of read from the buffer, and the network
             is trained by the robust objective's gradient ``G_i`` (steps 5-6 become a backward pass through
             ``G_i * tau_i``, whose value is kept at zero). ``tau`` then records the last prediction per index.
+        gather_across_devices: in multi-process training, gather embeddings and indices of every rank, so the
+            loss and the state updates are those of the global batch, identical on every rank.
     """
 
     def __init__(
@@ -116,8 +119,10 @@ class ISogCLR(nn.Module):
         symmetric: bool = False,
         check_finite: bool = True,
         temperature_network: nn.Module | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__()
+        self.gather_across_devices = bool(gather_across_devices)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int (the training set size), got {num_samples!r}.")
         self.num_samples = num_samples
@@ -165,6 +170,8 @@ class ISogCLR(nn.Module):
         columns = as_columns(documents)
         validate_batch(queries, columns, check_values=False)
         check_extra_negatives(extra_negatives, queries)
+        if self.gather_across_devices:  # every rank evaluates, and updates the state of, the global batch
+            queries, columns, indices = gather_batch(queries, columns, indices)
         indices = self._validate_indices(indices, queries, columns)
         batch = queries.size(0)
         negatives = batch * len(columns) - 1 + (0 if extra_negatives is None else extra_negatives.size(0))

@@ -1,0 +1,46 @@
+"""Run by tests/test_distributed.py under torchrun: one rank of a 2-process gloo job.
+
+Usage: torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py NAME OUTPUT_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_cases import CASES, GLOBAL_BATCH, STEPS, global_inputs, make_encoder
+
+
+def main() -> None:
+    name, output = sys.argv[1], Path(sys.argv[2])
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local = GLOBAL_BATCH // world
+    encoder = DistributedDataParallel(make_encoder())
+    objective = CASES[name](gather=True)
+    record = {"losses": [], "grads": [], "state": None}
+    for step in range(STEPS):
+        inputs, indices = global_inputs(step)
+        rows = slice(rank * local, (rank + 1) * local)
+        # One forward for all columns: DDP expects one forward per backward.
+        embeddings = encoder(torch.cat([column[rows] for column in inputs])).split(local)
+        loss = objective(embeddings[0], list(embeddings[1:]), indices[rows])
+        loss.backward()
+        record["losses"].append(loss.item())
+        grads = {n: p.grad.clone() for n, p in encoder.module.named_parameters()}
+        grads.update({f"loss.{n}": p.grad.clone() for n, p in objective.named_parameters()})
+        record["grads"].append(grads)
+        encoder.zero_grad()
+        objective.zero_grad()
+    record["state"] = {k: v.clone() for k, v in objective.state_dict().items()}
+    torch.save(record, output / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

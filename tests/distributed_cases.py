@@ -1,0 +1,44 @@
+"""Shared by the 2-process worker and the single-process reference in tests/test_distributed.py."""
+
+from __future__ import annotations
+
+import torch
+
+from tempnlp.objectives import DCL, InfoNCE, ISogCLR
+from tempnlp.objectives.isogclr import TempNet
+from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
+
+GLOBAL_BATCH, STEPS, DIM, NUM_SAMPLES = 8, 3, 12, 12
+
+CASES = {
+    "isogclr": lambda gather: ISogCLR(NUM_SAMPLES, eta=0.05, symmetric=True, gather_across_devices=gather).double(),
+    "infonce-macl": lambda gather: InfoNCE(
+        MACLTemperature(reweight=True), symmetric=True, gather_across_devices=gather
+    ).double(),
+    "dcl-dystress": lambda gather: DCL(DySTreSSTemperature(), sigma=0.5, gather_across_devices=gather).double(),
+    # Loss parameters (a learnable tau, TempNet) sit outside DDP: every rank must compute identical gradients.
+    "infonce-learnable": lambda gather: InfoNCE(LearnableTemperature(), gather_across_devices=gather).double(),
+    "tempnet": lambda gather: _tempnet(gather),
+}
+
+
+def _tempnet(gather: bool) -> ISogCLR:
+    torch.manual_seed(1)
+    network = TempNet(16, 8, tau_init=0.1, tau_min=0.05, tau_max=1.0)
+    torch.nn.init.normal_(network.output.weight, std=0.5)  # start away from the constant tau_init
+    return ISogCLR(NUM_SAMPLES, temperature_network=network, gather_across_devices=gather).double()
+
+
+def make_encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(DIM, 16).double()
+
+
+def global_inputs(step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(anchors, positives, negatives) inputs of the global batch and their dataset indices; steps overlap."""
+    generator = torch.Generator().manual_seed(100 + step)
+    anchors = torch.randn(GLOBAL_BATCH, DIM, generator=generator, dtype=torch.float64)
+    positives = anchors + 0.5 * torch.randn(GLOBAL_BATCH, DIM, generator=generator, dtype=torch.float64)
+    negatives = torch.randn(GLOBAL_BATCH, DIM, generator=generator, dtype=torch.float64)
+    indices = torch.randperm(NUM_SAMPLES, generator=generator)[:GLOBAL_BATCH]
+    return [anchors, positives, negatives], indices

@@ -55,7 +55,7 @@ def _eval_sts(args: argparse.Namespace) -> int:
 def _eval_mteb(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tempnlp.evaluation.mteb_runner import build_model_meta, get_tasks, run_mteb
+    from tempnlp.evaluation.mteb_runner import build_model_meta, get_tasks, run_mteb, training_losses
     from tempnlp.models import load_model
 
     tasks = get_tasks(_split(args.tasks), args.benchmark)
@@ -69,7 +69,8 @@ def _eval_mteb(args: argparse.Namespace) -> int:
         revision=args.revision,
         training_datasets=_split(args.training_datasets),
     )
-    scores = run_mteb(model, meta, tasks, output_dir=args.output_dir, batch_size=args.batch_size)
+    run_info = {"training_losses": training_losses(local if local.exists() else None)}
+    scores = run_mteb(model, meta, tasks, output_dir=args.output_dir, batch_size=args.batch_size, run_info=run_info)
     for task, score in scores.items():
         print(f"{task:<24} {score:7.2f}")
     print(f"results: {args.output_dir}/results/{meta.model_name_as_path()}/{meta.revision}/")

@@ -299,3 +299,29 @@ def test_bad_loss_state_is_a_clear_error(tmp_path):
         load_temperatures(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_temperatures(tmp_path / "absent.pt")
+
+
+def test_mteb_cli_on_a_fine_tuned_local_model(tiny_model, fake_mirror, tmp_path, capsys):
+    from test_losses import _pairs, _train
+
+    from tempnlp.losses import InfoNCELoss
+    from tempnlp.temperature import MACLTemperature
+
+    _train(tiny_model, InfoNCELoss(tiny_model, MACLTemperature()), _pairs(count=16), tmp_path / "train", steps=2)
+    tiny_model.save_pretrained(str(tmp_path / "model"))
+    output = tmp_path / "mteb"
+    code = main(
+        ["eval", "mteb", str(tmp_path / "model"), "--tasks", "STS12", "--output-dir", str(output),
+         "--model-name", "me/tiny-minilm", "--training-datasets", "SNLI"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (folder,) = (output / "results" / "me__tiny-minilm").iterdir()
+    assert len(folder.name) == 12  # a revision made from the hash of the weights
+    result = json.loads((folder / "STS12.json").read_text())
+    assert result["task_name"] == "STS12" and -1 <= result["scores"]["test"][0]["main_score"] <= 1
+    meta = json.loads((folder / "model_meta.json").read_text())
+    assert meta["name"] == "me/tiny-minilm" and meta["embed_dim"] == 32 and meta["n_parameters"] > 10_000
+    assert meta["training_datasets"] == ["SNLI"]
+    run = json.loads((output / "tempnlp_mteb_run.json").read_text())
+    (loss,) = run["training_losses"]
+    assert loss["loss"].endswith("InfoNCELoss") and loss["parameters"]["temperature"].startswith("MACLTemperature(")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from datetime import date
@@ -93,6 +94,27 @@ def inject_mirror_data(task: Any, root: Path) -> None:
     task.data_loaded = True
 
 
+def training_losses(model_path: Path | None) -> list[dict[str, Any]]:
+    """The losses (class and parameters, temperature policy included) that the model card of a trained model
+    records: sentence-transformers writes each as ``* Loss: <code>...</code> with these parameters:`` followed by a
+    JSON block. Empty for a model without such a card."""
+    card = model_path / "README.md" if model_path is not None else None
+    if card is None or not card.is_file():
+        return []
+    losses, lines = [], card.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("* Loss: <code>"):
+            entry: dict[str, Any] = {"loss": line.split("<code>")[1].split("</code>")[0]}
+            if number + 1 < len(lines) and lines[number + 1].strip() == "```json":
+                end = next(i for i in range(number + 2, len(lines)) if lines[i].strip() == "```")
+                try:
+                    entry["parameters"] = json.loads("\n".join(lines[number + 2 : end]))
+                except json.JSONDecodeError:
+                    entry["parameters"] = "\n".join(lines[number + 2 : end]).strip()
+            losses.append(entry)
+    return losses
+
+
 def content_revision(model_path: Path) -> str:
     """A revision for a local model without one: the first 12 hex digits of the SHA-256 of its weights."""
     digest = hashlib.sha256()
@@ -141,7 +163,7 @@ def build_model_meta(
         n_parameters=sum(parameter.numel() for parameter in model.parameters()),
         memory_usage_mb=round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1),
         max_tokens=model.max_seq_length,
-        embed_dim=model.get_sentence_embedding_dimension(),
+        embed_dim=model.get_embedding_dimension(),
         license=None,
         open_weights=True,
         public_training_code="https://pypi.org/project/tempnlp/",

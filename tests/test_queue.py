@@ -74,3 +74,6 @@ def test_bad_queue_arguments(tiny_model):
         InfoNCELoss(tiny_model, queue_size=-1)
     with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
         InfoNCELoss(tiny_model, queue_size=8, queue_momentum=1.5)
+    for loss_cls, extra in ((InfoNCELoss, {}), (DCLLoss, {}), (ISogCLRLoss, {"num_samples": 8})):
+        with pytest.raises(ValueError, match="queue is kept per process"):
+            loss_cls(tiny_model, queue_size=8, gather_across_devices=True, **extra)

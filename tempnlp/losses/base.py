@@ -35,6 +35,8 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
         super().__init__()
         self.model = model
         self.objective = objective
+        if queue_size and getattr(objective, "gather_across_devices", False):
+            raise ValueError("The momentum queue is kept per process: use it without gather_across_devices.")
         self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
         self._set_mini_batch_size(mini_batch_size)
 

@@ -216,3 +216,11 @@ def test_tempnet_predicts_bounded_temperatures_starting_at_tau_init():
         network.output.weight.normal_(0, 10.0)
     tau = network(torch.randn(100, 6))
     assert (tau >= 0.05).all() and (tau <= 1.0).all() and tau.std() > 0.01
+
+
+def test_rho_is_checked_against_the_document_direction_too():
+    """Symmetric: documents have only the other B - 1 queries as negatives, even with hard-negative columns."""
+    q, d, n = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
+    ISogCLR(6, rho=1.5)(q, [d, n], torch.arange(4))  # log(7) = 1.95: fine one-directional
+    with pytest.raises(ValueError, match=r"log\(number of negatives\) = log\(3\)"):
+        ISogCLR(6, rho=1.5, symmetric=True)(q, [d, n], torch.arange(4))

@@ -175,6 +175,8 @@ class ISogCLR(nn.Module):
         indices = self._validate_indices(indices, queries, columns)
         batch = queries.size(0)
         negatives = batch * len(columns) - 1 + (0 if extra_negatives is None else extra_negatives.size(0))
+        if self.symmetric:  # the document direction has only the other queries as negatives
+            negatives = min(negatives, batch - 1)
         if negatives < 1:
             raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
         if self.rho >= math.log(negatives):
@@ -184,14 +186,13 @@ class ISogCLR(nn.Module):
                 "batch size."
             )
         self.last_temperatures = []
-        queries_n = F.normalize(queries, dim=1)
-        documents_n = F.normalize(torch.cat(columns, dim=0), dim=1)
-        dtype = torch.promote_types(queries_n.dtype, torch.float32)
-        similarities, _ = normalized_similarities(queries, columns, extra_negatives)
+        similarities, queries_n = normalized_similarities(queries, columns, extra_negatives)
+        dtype = torch.promote_types(similarities.dtype, torch.float32)
         similarities = similarities.to(dtype)
         loss = self._direction(similarities, indices, self.query_state, queries)
         if self.symmetric:
-            backward = (documents_n[:batch] @ queries_n.T).to(dtype)  # each positive against the B queries
+            positives_n = F.normalize(columns[0], dim=1)
+            backward = (positives_n @ queries_n.T).to(dtype)  # each positive against the B queries
             loss = 0.5 * (loss + self._direction(backward, indices, self.document_state, columns[0]))
         return loss
 

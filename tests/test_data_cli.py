@@ -83,3 +83,18 @@ def test_quickstart_runs_end_to_end_on_minilm(minilm_path, mirror, monkeypatch, 
     assert "STS-B test Spearman before training: 82.03" in out
     assert "step    4/4" in out and "tau " in out
     assert (tmp_path / "final" / "model.safetensors").is_file()
+
+
+def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from tempnlp._io import write_text_atomic
+
+    previous = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "out.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind

@@ -224,3 +224,31 @@ def test_rho_is_checked_against_the_document_direction_too():
     ISogCLR(6, rho=1.5)(q, [d, n], torch.arange(4))  # log(7) = 1.95: fine one-directional
     with pytest.raises(ValueError, match=r"log\(number of negatives\) = log\(3\)"):
         ISogCLR(6, rho=1.5, symmetric=True)(q, [d, n], torch.arange(4))
+
+
+def test_evaluation_reads_the_state_but_never_writes_it():
+    torch.manual_seed(0)
+    objective = ISogCLR(8, eta=0.05)
+    objective(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4))
+    before = {k: v.clone() for k, v in objective.state_dict().items()}
+    with torch.no_grad():
+        objective(torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 5, 6]))
+        loss = objective(torch.randn(4, 6), torch.randn(4, 6), None)  # an evaluation set without indices
+    assert torch.isfinite(loss)
+    for key, value in objective.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_a_short_trailing_batch_trains_without_updating_tau():
+    torch.manual_seed(0)
+    objective = ISogCLR(10, rho=0.3)
+    objective(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4))
+    tau = objective.tau.clone()
+    queries = torch.randn(2, 6, requires_grad=True)
+    loss = objective(queries, torch.randn(2, 6), torch.tensor([4, 5]))  # log(1) = 0 <= rho
+    loss.backward()
+    assert queries.grad is not None
+    assert torch.equal(objective.tau, tau) and objective.query_state.seen[[4, 5]].all()
+    with pytest.raises(ValueError, match="must be below log"):
+        ISogCLR(10, rho=0.3)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # first batch: misconfigured
+    ISogCLR(10, learn_temperature=False)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # SogCLR: no rho

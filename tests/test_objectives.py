@@ -325,3 +325,9 @@ def test_dcl_without_negatives_is_an_error():
     anchors, columns = _batch(batch=1)
     with pytest.raises(ValueError, match="DCL needs at least one negative"):
         DCL(0.05)(anchors, columns)
+    anchors, columns = _batch(batch=1, negatives=1)
+    assert torch.isfinite(DCL(0.05)(anchors, columns))  # the hard negative suffices one way
+    with pytest.raises(ValueError, match="for the document-to-anchor term"):
+        DCL(0.05, symmetric=True)(anchors, columns)  # but the documents have no negative: -inf otherwise
+    anchors, columns = _batch(batch=1)
+    assert torch.isfinite(DCL(0.05)(anchors, columns, extra_negatives=torch.randn(3, 8, dtype=torch.float64)))

@@ -157,3 +157,21 @@ def test_tempnet_trains_in_one_epoch_without_warning(tiny_model, tmp_path):
         predicted = network(embeddings)
     assert (predicted >= 0.05).all() and (predicted <= 1.0).all()
     assert "tau_mean" in trainer.state.log_history[0]
+
+
+def test_a_learnable_temperature_is_checkpointed_and_restored(tiny_model, tmp_path):
+    from tempnlp.losses import InfoNCELoss
+    from tempnlp.temperature import LearnableTemperature
+
+    dataset = _pairs(count=16)
+    loss = InfoNCELoss(tiny_model, temperature=LearnableTemperature())
+    args = _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, learning_rate=0.05)
+    trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=dataset, loss=loss)
+    track_loss_state(trainer)
+    trainer.train()
+    trained = loss.temperature.log_inverse_tau.detach().clone()
+    fresh = InfoNCELoss(tiny_model, temperature=LearnableTemperature())
+    from tempnlp.state import load_loss_state
+
+    load_loss_state(fresh, tmp_path / "checkpoint-2")
+    assert torch.equal(fresh.temperature.log_inverse_tau, trained) and trained.item() != pytest.approx(2.6593, abs=1e-4)

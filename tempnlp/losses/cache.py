@@ -33,13 +33,36 @@ class GradCacheMixin(CachedLossMixin):
         embeddings = [torch.cat(column) for column in reps]
         loss = self._loss_from(embeddings, labels)
         if with_backward:
-            loss.backward()
+            # The embeddings' gradients become the cache. The loss's own parameters (a learnable tau, TempNet)
+            # must instead receive theirs in the outer backward pass, scaled by whatever it hands down
+            # (gradient accumulation, the fp16 scaler): keep them until then.
+            leaves = [rep for column in reps for rep in column]
+            model_parameters = {id(p) for p in self.model.parameters()}
+            own = [p for p in self.parameters() if p.requires_grad and id(p) not in model_parameters]
+            grads = torch.autograd.grad(loss, leaves + own, allow_unused=True)
+            for rep, grad in zip(leaves, grads[: len(leaves)], strict=True):
+                rep.grad = grad
+            self._pending_parameter_grads = list(zip(own, grads[len(leaves) :], strict=True))
             loss = loss.detach()
         return loss
 
     def _cached_or_direct(
         self, features: list[dict[str, Tensor]], labels: Tensor | None, direct: Callable[[], Tensor]
     ) -> Tensor:
-        return self.forward_cached(features, labels) if self.mini_batch_size is not None else direct()
+        if self.mini_batch_size is None:
+            return direct()
+        self._pending_parameter_grads = []
+        loss = self.forward_cached(features, labels)
+        pending, self._pending_parameter_grads = self._pending_parameter_grads, []
+        if pending and loss.requires_grad:
+
+            def apply_parameter_grads(grad_output: Tensor) -> None:
+                for parameter, grad in pending:
+                    if grad is not None:
+                        scaled = grad * grad_output
+                        parameter.grad = scaled if parameter.grad is None else parameter.grad + scaled
+
+            loss.register_hook(apply_parameter_grads)
+        return loss
 
     _loss_from: Callable[[list[Tensor], Tensor | None], Tensor]

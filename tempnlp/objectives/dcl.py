@@ -80,10 +80,13 @@ class DCL(ContrastiveObjective):
         if self.gather_across_devices:
             anchors, columns, indices = gather_batch(anchors, columns, indices)
         batch_size = anchors.size(0)
-        if batch_size == 1 and len(columns) == 1:
+        forward_negatives = batch_size * len(columns) - 1 + (0 if extra_negatives is None else len(extra_negatives))
+        backward_negatives = (batch_size - 1) * (2 if self.anchor_negatives else 1)
+        if forward_negatives < 1 or (self.symmetric and backward_negatives < 1):
             raise ValueError(
-                "DCL needs at least one negative: a batch of one (anchor, positive) pair has none. "
-                "Use a batch size > 1 or add a hard-negative column."
+                "DCL needs at least one negative in each direction: a batch of one (anchor, positive) pair has none"
+                + (" for the document-to-anchor term" if self.symmetric else "")
+                + ". Use a batch size > 1, or add a hard-negative column (symmetric=False)."
             )
         self.last_temperatures = []
         similarities, anchors_normalized = normalized_similarities(anchors, columns, extra_negatives)

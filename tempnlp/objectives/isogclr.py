@@ -149,6 +149,7 @@ class ISogCLR(nn.Module):
         # TempNet replaces the per-sample temperature buffer by a prediction from the embedding.
         self.temperature_network = temperature_network
         self.last_temperatures: list[Tensor] = []
+        self._largest_batch = 0  # host-side, to tell a trailing short batch from a misconfigured rho
 
     @property
     def tau(self) -> Tensor:
@@ -179,24 +180,40 @@ class ISogCLR(nn.Module):
             negatives = min(negatives, batch - 1)
         if negatives < 1:
             raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
-        if self.rho >= math.log(negatives):
-            raise ValueError(
-                f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
-                f"{math.log(negatives):.3f}: the KL ball would contain every weighting. Lower rho or raise the "
-                "batch size."
-            )
+        update_temperature = self.learn_temperature
+        if self.learn_temperature and self.rho >= math.log(negatives):
+            if batch >= self._largest_batch:
+                raise ValueError(
+                    f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
+                    f"{math.log(negatives):.3f}: the KL ball would contain every weighting. Lower rho or raise the "
+                    "batch size."
+                )
+            # A short trailing batch (the epoch's remainder): train on it, leave its temperatures as they are.
+            update_temperature = False
+        self._largest_batch = max(self._largest_batch, batch)
         self.last_temperatures = []
         similarities, queries_n = normalized_similarities(queries, columns, extra_negatives)
         dtype = torch.promote_types(similarities.dtype, torch.float32)
         similarities = similarities.to(dtype)
-        loss = self._direction(similarities, indices, self.query_state, queries)
+        loss = self._direction(similarities, indices, self.query_state, queries, update_temperature)
         if self.symmetric:
             positives_n = F.normalize(columns[0], dim=1)
             backward = (positives_n @ queries_n.T).to(dtype)  # each positive against the B queries
-            loss = 0.5 * (loss + self._direction(backward, indices, self.document_state, columns[0]))
+            document_loss = self._direction(backward, indices, self.document_state, columns[0], update_temperature)
+            loss = 0.5 * (loss + document_loss)
         return loss
 
-    def _direction(self, similarities: Tensor, indices: Tensor, state: SampleState, anchors: Tensor) -> Tensor:
+    def _direction(
+        self,
+        similarities: Tensor,
+        indices: Tensor | None,
+        state: SampleState,
+        anchors: Tensor,
+        update_temperature: bool,
+    ) -> Tensor:
+        """One direction. Outside training (no gradient) the state is read, never written; without indices
+        (an evaluation set) every row uses tau_init (or TempNet's prediction) and its own batch estimate of s."""
+        training = torch.is_grad_enabled()
         batch = similarities.size(0)
         rows = torch.arange(batch, device=similarities.device)
         positive = similarities[rows, rows]
@@ -209,11 +226,16 @@ class ISogCLR(nn.Module):
         if self.temperature_network is not None:
             predicted = self.temperature_network(anchors).to(h.dtype)  # (B,), differentiable in the network only
         with torch.no_grad():
-            tau = predicted.detach() if predicted is not None else state.tau[indices].to(h.dtype)
+            if predicted is not None:
+                tau = predicted.detach()
+            elif indices is None:
+                tau = torch.full((batch,), self.tau_init, dtype=h.dtype, device=h.device)
+            else:
+                tau = state.tau[indices].to(h.dtype)
             scaled = (h.detach() / tau.unsqueeze(1)).masked_fill(~negative_mask, float("-inf"))
             log_g = torch.logsumexp(scaled, dim=1) - count.log()  # log of (1/n_i) sum_j exp(h_ij / tau)
-            seen = state.seen[indices]
-            previous = state.log_s[indices].to(h.dtype)
+            seen = state.seen[indices] if indices is not None else torch.zeros_like(log_g, dtype=torch.bool)
+            previous = state.log_s[indices].to(h.dtype) if indices is not None else log_g
             moving = (
                 torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
                 if self.gamma < 1
@@ -221,12 +243,13 @@ class ISogCLR(nn.Module):
             )
             log_s = torch.where(seen, moving, log_g)
             weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the negatives
-            state.log_s[indices] = log_s.to(state.log_s.dtype)
-            state.seen[indices] = True
+            if training:
+                state.log_s[indices] = log_s.to(state.log_s.dtype)
+                state.seen[indices] = True
 
         loss = ((weights * h).sum(dim=1) / count).mean()
 
-        if self.learn_temperature:
+        if update_temperature and training:
             with torch.no_grad():
                 weighted = (weights * h.detach()).sum(dim=1) / count
                 gradient = log_s + self.rho - weighted / tau
@@ -247,8 +270,10 @@ class ISogCLR(nn.Module):
         self.last_temperatures.append(tau.detach())
         return loss
 
-    def _validate_indices(self, indices: Tensor | None, queries: Tensor, columns: list[Tensor]) -> Tensor:
+    def _validate_indices(self, indices: Tensor | None, queries: Tensor, columns: list[Tensor]) -> Tensor | None:
         if indices is None:
+            if not torch.is_grad_enabled():
+                return None  # evaluation without an index column: stateless, see _direction
             raise ValueError(
                 "iSogCLR needs the dataset index of every row. Add it with "
                 "tempnlp.state.add_index_column(dataset) (sentence-transformers passes the 'label' column to the "

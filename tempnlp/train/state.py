@@ -12,9 +12,19 @@ from tempnlp.objectives.isogclr import warn_single_epoch
 from tempnlp.state import load_loss_state, save_loss_state
 
 
+def _has_state(loss) -> bool:
+    """Per-sample buffers, a momentum queue, or trainable parameters of its own (a learnable tau, TempNet):
+    anything a resumed run needs back that sentence-transformers does not save with the model."""
+    if getattr(loss, "stateful", False) or getattr(loss, "queue", None) is not None:
+        return True
+    model = getattr(loss, "model", None)
+    model_parameters = {id(p) for p in model.parameters()} if model is not None else set()
+    return any(p.requires_grad and id(p) not in model_parameters for p in loss.parameters())
+
+
 def _stateful(loss) -> dict[str, object]:
     losses = loss if isinstance(loss, Mapping) else {"": loss}
-    return {name: fn for name, fn in losses.items() if getattr(fn, "stateful", False)}
+    return {name: fn for name, fn in losses.items() if _has_state(fn)}
 
 
 class LossStateCallback(TrainerCallback):
@@ -32,6 +42,15 @@ class LossStateCallback(TrainerCallback):
         return os.path.join(folder, name) if name else folder
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
+        if args.world_size > 1:
+            for loss in self.losses.values():
+                objective = getattr(loss, "objective", None)
+                if getattr(loss, "stateful", False) and not getattr(objective, "gather_across_devices", False):
+                    raise ValueError(
+                        f"{type(loss).__name__} keeps per-sample state, which would diverge across the "
+                        f"{args.world_size} processes: pass gather_across_devices=True so every rank updates the "
+                        "global batch's state."
+                    )
         if state.global_step > 0:  # resuming from a checkpoint
             for name, loss in self.losses.items():
                 load_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
@@ -53,7 +72,10 @@ def track_loss_state(trainer: Trainer) -> LossStateCallback:
 
     callback = LossStateCallback(trainer.loss)
     if not callback.losses:
-        raise TypeError(f"trainer.loss ({type(trainer.loss).__name__}) keeps no per-sample state to checkpoint.")
+        raise TypeError(
+            f"trainer.loss ({type(trainer.loss).__name__}) keeps no state of its own to checkpoint (no per-sample "
+            "buffers, momentum queue or trainable parameters); log_temperature(trainer) logs its temperature."
+        )
     trainer.add_callback(callback)
     log_temperature(trainer)
     return callback

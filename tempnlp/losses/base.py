@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
 from tempnlp.losses.cache import GradCacheMixin
-from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.temperature import TemperaturePolicy
 
@@ -35,10 +32,8 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
         super().__init__()
         self.model = model
         self.objective = objective
-        if queue_size and getattr(objective, "gather_across_devices", False):
-            raise ValueError("The momentum queue is kept per process: use it without gather_across_devices.")
-        self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
-        self._set_mini_batch_size(mini_batch_size)
+        gather = getattr(objective, "gather_across_devices", False)
+        self._set_up_forward(queue_size, queue_momentum, mini_batch_size, gather)
 
     @property
     def temperature(self) -> TemperaturePolicy:
@@ -48,14 +43,7 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         features = list(sentence_features)
         self._check_columns(len(features))
-        # The model writes its outputs into the dicts it is given: keep the positives' inputs for the queue.
-        queue_features = dict(features[1]) if self.queue is not None else None
-        loss = self._cached_or_direct(
-            features, labels, lambda: self.compute_loss_from_embeddings(embed_columns(self.model, features), labels)
-        )
-        if self.queue is not None and torch.is_grad_enabled():  # training steps only
-            self.queue.update(self.model, queue_features)
-        return loss
+        return self._forward(features, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         self._check_columns(len(embeddings))

@@ -13,13 +13,36 @@ from collections.abc import Callable
 
 import torch
 from sentence_transformers.base.losses.gradcache import CachedLossMixin
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor
+
+from tempnlp.losses.queue import MomentumQueue
 
 
 class GradCacheMixin(CachedLossMixin):
-    """Route ``forward`` through GradCache when ``mini_batch_size`` is set; subclasses define ``_loss_from``."""
+    """The forward pass shared by tempnlp's losses: GradCache when ``mini_batch_size`` is set, and the momentum
+    queue. Subclasses define ``_loss_from(embeddings, labels)`` and call :meth:`_set_up_forward` in ``__init__``."""
 
     mini_batch_size: int | None = None
+    queue: MomentumQueue | None  # set by _set_up_forward (a class default would shadow the submodule)
+
+    def _set_up_forward(
+        self, queue_size: int, queue_momentum: float, mini_batch_size: int | None, gather_across_devices: bool
+    ) -> None:
+        if queue_size and gather_across_devices:
+            raise ValueError("The momentum queue is kept per process: use it without gather_across_devices.")
+        self.queue = MomentumQueue(self.model, queue_size, queue_momentum) if queue_size else None
+        self._set_mini_batch_size(mini_batch_size)
+
+    def _forward(self, features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        # The model writes its outputs into the dicts it is given: keep the positives' inputs for the queue.
+        queue_features = dict(features[1]) if self.queue is not None else None
+        loss = self._cached_or_direct(
+            features, labels, lambda: self._loss_from(embed_columns(self.model, features), labels)
+        )
+        if self.queue is not None and torch.is_grad_enabled():  # training steps only
+            self.queue.update(self.model, queue_features)
+        return loss
 
     def _set_mini_batch_size(self, mini_batch_size: int | None) -> None:
         if mini_batch_size is not None and (

@@ -3,13 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
 from tempnlp.losses.cache import GradCacheMixin
-from tempnlp.losses.queue import MomentumQueue
 from tempnlp.objectives.isogclr import ISogCLR, TempNet
 
 
@@ -106,10 +103,7 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
             temperature_network=temperature_network,
             gather_across_devices=gather_across_devices,
         )
-        if queue_size and gather_across_devices:
-            raise ValueError("The momentum queue is kept per process: use it without gather_across_devices.")
-        self.queue = MomentumQueue(model, queue_size, queue_momentum) if queue_size else None
-        self._set_mini_batch_size(mini_batch_size)
+        self._set_up_forward(queue_size, queue_momentum, mini_batch_size, gather_across_devices)
 
     _learns_temperature = True
     #: per-sample temperatures only act when a sample comes back: warn for single-epoch runs
@@ -127,13 +121,7 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
                 f"{type(self).__name__} needs at least two text columns (anchor, positive[, negative_1, ...]) but "
                 f"the batch has {len(features)}. For unsupervised SimCSE, duplicate the sentence column."
             )
-        queue_features = dict(features[1]) if self.queue is not None else None
-        loss = self._cached_or_direct(
-            features, labels, lambda: self._loss_from(embed_columns(self.model, features), labels)
-        )
-        if self.queue is not None and torch.is_grad_enabled():
-            self.queue.update(self.model, queue_features)
-        return loss
+        return self._forward(features, labels)
 
     def _loss_from(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
         extra = self.queue.negatives() if self.queue is not None else None

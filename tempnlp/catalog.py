@@ -58,4 +58,9 @@ def describe() -> str:
     lines += [f"  {name:<22} {text}  [{paper}]" for name, text, paper in LOSSES]
     lines += ["", "Temperature policies (tempnlp.temperature):"]
     lines += [f"  {key:<10} {name:<22} {text}  [{paper}]" for key, name, text, paper in POLICY_DESCRIPTIONS]
+    lines += [
+        "",
+        "Recipes (tempnlp train) name a loss by its class name, or sentence-transformers' "
+        "MultipleNegativesRankingLoss (scale = 1/tau) as the fixed-temperature reference, and a policy by its key.",
+    ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Command line: ``tempnlp quickstart``, ``tempnlp losses``, ``tempnlp eval sts|mteb|retrieval|diagnostics``."""
+"""Command line: ``tempnlp train``, ``tempnlp losses``, ``tempnlp eval sts|mteb|retrieval|diagnostics``."""
 
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ def _losses(_: argparse.Namespace) -> int:
     return 0
 
 
-def _quickstart(args: argparse.Namespace) -> int:
-    from tempnlp.quickstart import run_quickstart
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    run_quickstart(
-        model_id=args.model,
-        temperature=args.temperature,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        output_dir=args.output_dir,
-        seed=args.seed,
-    )
+    from tempnlp.train.recipe import load_recipe
+
+    recipe, _ = load_recipe(args.recipe, args.set or [], args.variant)
+    if args.dry_run:
+        from tempnlp.data.sources import locate
+
+        data = locate(
+            recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
+        )
+        print(recipe.to_yaml() + f"# data: {data.describe()}")
+        return 0
+    from tempnlp.train.run import run_recipe
+
+    stem = Path(args.recipe).stem + (f"-{args.variant}" if args.variant else "")
+    run_recipe(recipe, args.output_dir or Path("runs") / stem, resume=args.resume)
     return 0
 
 
@@ -113,15 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tempnlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    quick = commands.add_parser("quickstart", help="short MiniLM fine-tuning on SNLI with an adaptive temperature")
-    quick.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    quick.add_argument("--temperature", default="macl", help="fixed, learnable, macl or dystress (default: macl)")
-    quick.add_argument("--steps", type=int, default=60)
-    quick.add_argument("--batch-size", type=int, default=32)
-    quick.add_argument("--learning-rate", type=float, default=5e-5)
-    quick.add_argument("--output-dir", default="runs/quickstart")
-    quick.add_argument("--seed", type=int, default=42)
-    quick.set_defaults(handler=_quickstart)
+    train = commands.add_parser("train", help="train and evaluate as a recipe says (see recipes/)")
+    train.add_argument("recipe", help="a recipe YAML file, e.g. recipes/quickstart.yaml")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set training.max_steps=100 --set loss.temperature=macl (repeatable; "
+        "values are read as YAML scalars)",
+    )
+    train.add_argument("--variant", help="apply one of the recipe's variants (e.g. cpu)")
+    train.add_argument("--output-dir", help="where to write the run (default: runs/<recipe>[-<variant>])")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    train.add_argument("--dry-run", action="store_true", help="validate, locate the data, print the resolved recipe")
+    train.set_defaults(handler=_train)
 
     losses = commands.add_parser("losses", help="list the losses and temperature policies with their papers")
     losses.set_defaults(handler=_losses)

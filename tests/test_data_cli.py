@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,18 +72,19 @@ def test_losses_command_lists_losses_and_policies(capsys):
     assert "2207.07874" in out and "2308.01140" in out
 
 
-def test_quickstart_rejects_an_unknown_policy(capsys):
-    assert main(["quickstart", "--temperature", "warm"]) == 2
-    assert "Unknown temperature policy 'warm'" in capsys.readouterr().err
-
-
-def test_quickstart_runs_end_to_end_on_minilm(minilm_path, mirror, monkeypatch, tmp_path, capsys):
+def test_quickstart_recipe_runs_on_minilm_from_the_mirror(minilm_path, mirror, monkeypatch, tmp_path, capsys):
+    """The README's first command, shrunk to 4 steps and one STS task: MiniLM from the mirror scores its
+    published STS-B before training, and the run ends with the before/after table."""
     monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
-    assert main(["quickstart", "--steps", "4", "--batch-size", "8", "--output-dir", str(tmp_path)]) == 0
+    sets = ["training.max_steps=4", "training.per_device_train_batch_size=8", "training.eval_steps=2"]
+    sets += ["training.save_steps=4", "data.limit=32", "evaluation.sts.tasks=[STSBenchmark]"]
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    args = ["train", str(recipe), "--output-dir", str(tmp_path)]
+    assert main([*args, *[item for s in sets for item in ("--set", s)]]) == 0
     out = capsys.readouterr().out
-    assert "STS-B test Spearman before training: 82.03" in out
-    assert "step    4/4" in out and "tau " in out
-    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert "model: sentence-transformers/all-MiniLM-L6-v2 from the mirror" in out
+    assert "| STSBenchmark   |   82.03 |" in out
+    assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
 def test_atomic_writes_keep_the_usual_file_mode(tmp_path):

@@ -12,7 +12,7 @@ from tempnlp.objectives.isogclr import warn_single_epoch
 from tempnlp.state import load_loss_state, save_loss_state
 
 
-def _has_state(loss) -> bool:
+def has_loss_state(loss) -> bool:
     """Per-sample buffers, a momentum queue, or trainable parameters of its own (a learnable tau, TempNet):
     anything a resumed run needs back that sentence-transformers does not save with the model."""
     if getattr(loss, "stateful", False) or getattr(loss, "queue", None) is not None:
@@ -24,7 +24,7 @@ def _has_state(loss) -> bool:
 
 def _stateful(loss) -> dict[str, object]:
     losses = loss if isinstance(loss, Mapping) else {"": loss}
-    return {name: fn for name, fn in losses.items() if _has_state(fn)}
+    return {name: fn for name, fn in losses.items() if has_loss_state(fn)}
 
 
 class LossStateCallback(TrainerCallback):

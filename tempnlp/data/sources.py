@@ -1,0 +1,288 @@
+"""Training data named by Hub id: found in a local folder, the mirror or the Hub, then built into loss columns.
+
+:func:`locate` decides where a dataset comes from without reading it (so a recipe with a missing dataset stops
+before a model loads) and says which source it used; :func:`build_train_dataset` reads it and returns the
+columns the loss takes, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from datasets import Dataset
+
+from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl
+from tempnlp.data.nli import nli_triplets
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "TEMPNLP_CACHE"
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a dataset is read from: a local folder (``local``), the mirror, or the Hugging Face Hub."""
+
+    dataset_id: str
+    source: Literal["local", "mirror", "hub"]
+    folder: Path | None = None
+
+    def describe(self) -> str:
+        if self.source == "hub":
+            return f"{self.dataset_id} from the Hugging Face Hub"
+        return f"{self.dataset_id} from the {'mirror' if self.source == 'mirror' else 'local folder'} ({self.folder})"
+
+
+def _split_file(folder: Path, split: str, subset: str | None = None) -> Path | None:
+    base = folder / subset if subset else folder
+    for suffix in (".jsonl.gz", ".jsonl"):
+        if (base / f"{split}{suffix}").is_file():
+            return base / f"{split}{suffix}"
+    return None
+
+
+def _sentence_file(folder: Path, name: str) -> Path | None:
+    """The named file, or the mirror's ``.head`` sample of it (``wiki1m_for_simcse.head.txt``)."""
+    if (folder / name).is_file():
+        return folder / name
+    stem, dot, suffix = name.rpartition(".")
+    head = folder / (f"{stem}.head.{suffix}" if dot else f"{name}.head")
+    return head if head.is_file() else None
+
+
+def _missing_in_folder(folder: Path, fmt: str, split: str, file: str | None, subset: str | None) -> str | None:
+    """What the folder lacks for this format, or None when it has everything."""
+    if fmt in ("nli-triplets", "columns"):
+        if _split_file(folder, split, subset) is None:
+            return f"{(folder / subset) if subset else folder}/{split}.jsonl[.gz]"
+    elif fmt == "sentences":
+        if _sentence_file(folder, file or "") is None:
+            return str(folder / (file or ""))
+    elif fmt == "beir":
+        for stem in ("corpus", "queries"):
+            if not any((folder / f"{stem}{s}").is_file() for s in (".jsonl", ".jsonl.gz")):
+                return f"{folder}/{stem}.jsonl[.gz]"
+        if not (folder / "qrels" / f"{split}.tsv").is_file():
+            return str(folder / "qrels" / f"{split}.tsv")
+    return None
+
+
+def _hub_status(dataset_id: str) -> str | None:
+    """None when the Hub has the dataset; otherwise why it cannot be used."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import HfApi
+
+        if HfApi().repo_exists(dataset_id, repo_type="dataset"):
+            return None
+        return "the Hub has no dataset of that id"
+    except Exception as error:  # no network, proxy, DNS...: all mean "not from the Hub"
+        return f"the Hub could not be reached ({type(error).__name__}: {error})"
+
+
+def locate(
+    dataset_id: str, fmt: str, split: str = "train", *, file: str | None = None, subset: str | None = None
+) -> Located:
+    """Find a dataset for a recipe: a local folder path, else ``<mirror>/datasets/<id>``, else the Hub."""
+    local = Path(dataset_id).expanduser()
+    if local.is_dir():
+        missing = _missing_in_folder(local, fmt, split, file, subset)
+        if missing:
+            raise FileNotFoundError(f"Dataset folder {local} has no {missing} (needed by data.format {fmt!r}).")
+        return Located(dataset_id, "local", local)
+    root = mirror_root()
+    mirror_note = f"{MIRROR_ENV} is not set"
+    if root is not None:
+        folder = root / "datasets" / dataset_id
+        missing = _missing_in_folder(folder, fmt, split, file, subset) if folder.is_dir() else str(folder)
+        if missing is None:
+            return Located(dataset_id, "mirror", folder)
+        mirror_note = f"the mirror has no {missing}"
+    problem = _hub_status(dataset_id)
+    if problem is None:
+        return Located(dataset_id, "hub")
+    raise FileNotFoundError(
+        f"Dataset {dataset_id!r} is in neither the mirror nor the Hub: {mirror_note}, and {problem}. Check the id "
+        f"(Hub ids look like stanfordnlp/snli), or set {MIRROR_ENV} to a mirror that holds it."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+def _rows(located: Located, split: str, subset: str | None = None) -> Iterator[dict]:
+    if located.source == "hub":
+        from datasets import load_dataset
+
+        yield from load_dataset(located.dataset_id, subset, split=split)
+        return
+    path = _split_file(located.folder, split, subset)
+    yield from read_jsonl(path)
+
+
+def _sentences(located: Located, file: str) -> Iterator[str]:
+    if located.source == "hub":
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(located.dataset_id, file, repo_type="dataset"))
+    else:
+        path = _sentence_file(located.folder, file)
+        if path.name != file:
+            logger.warning("%s: using %s, the mirror's sample of %s", located.dataset_id, path.name, file)
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield line.strip()
+
+
+def beir_folder(located: Located) -> Path:
+    if located.source == "hub":
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(located.dataset_id, repo_type="dataset"))
+    return located.folder
+
+
+def _first(items: Iterable, limit: int | None) -> list:
+    out = []
+    for item in items:
+        out.append(item)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def beir_pairs(folder: Path, split: str, limit: int | None = None) -> Dataset:
+    """(query, relevant document) pairs of a BEIR split, documents as ``title + " " + text`` like mteb."""
+    from tempnlp.evaluation.retrieval import load_beir
+
+    corpus, queries, qrels = load_beir(folder, split)
+    pairs = [
+        (queries[qid], f"{corpus[doc]['title']} {corpus[doc]['text']}".strip())
+        for qid, docs in qrels.items()
+        for doc, score in docs.items()
+        if score > 0
+    ]
+    pairs = _first(pairs, limit)
+    return Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
+
+
+def beir_corpus(folder: Path) -> list[str]:
+    from tempnlp.evaluation.retrieval import _jsonl, _records
+
+    path = _jsonl(folder, "corpus")
+    return [f"{row.get('title') or ''} {row['text']}".strip() for row in _records(path, ("_id", "text"))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building the training columns
+
+
+def build_train_dataset(
+    spec,
+    located: Located,
+    model=None,
+    *,
+    model_path: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Dataset:
+    """The training columns of a :class:`~tempnlp.train.recipe.DataSpec`, in loss order.
+
+    ``beir`` mines hard negatives with ``model`` (sentence-transformers' ``mine_hard_negatives``); the mined set
+    is cached under ``$TEMPNLP_CACHE`` (default ``~/.cache/tempnlp``) by data, settings and model weights.
+    """
+    if spec.format == "nli-triplets":
+        dataset = nli_triplets(_rows(located, spec.split), limit=spec.limit)
+    elif spec.format == "sentences":
+        sentences = _first(_sentences(located, spec.file), spec.limit)
+        dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
+    elif spec.format == "columns":
+        rows = _first(_rows(located, spec.split, spec.subset), spec.limit)
+        if not rows:
+            raise ValueError(f"{located.describe()} split {spec.split!r} is empty.")
+        missing = [column for column in spec.columns if column not in rows[0]]
+        if missing:
+            raise ValueError(
+                f"data.columns {missing} are not columns of {located.dataset_id} (it has {', '.join(rows[0])})."
+            )
+        dataset = Dataset.from_dict({column: [str(row[column]) for row in rows] for column in spec.columns})
+    elif spec.format == "beir":
+        if model is None:
+            raise ValueError("data.format 'beir' mines hard negatives and needs the model.")
+        dataset = _mined(spec, located, model, model_path, log)
+    else:
+        raise ValueError(f"Unknown data.format {spec.format!r}.")
+    return dataset
+
+
+def _model_fingerprint(model_path: Path | None) -> str | None:
+    """A hash of the model's weights, or None for a model that is not a local folder (then nothing is cached)."""
+    from tempnlp.evaluation.mteb_runner import content_revision
+
+    if model_path is None or not Path(model_path).is_dir():
+        return None
+    try:
+        return content_revision(Path(model_path))
+    except FileNotFoundError:
+        return None
+
+
+def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]) -> Dataset:
+    from sentence_transformers.util import mine_hard_negatives
+
+    folder = beir_folder(located)
+    pairs = beir_pairs(folder, spec.split, spec.limit)
+    settings = asdict(spec.hard_negatives)
+    fingerprint = _model_fingerprint(model_path)
+    cache = None
+    if fingerprint is not None:
+        key = json.dumps(
+            {"data": str(folder), "split": spec.split, "limit": spec.limit, "mining": settings, "model": fingerprint},
+            sort_keys=True,
+        )
+        root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tempnlp")
+        cache = root / "mined" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        if (cache / "dataset_info.json").is_file():
+            log(f"data: hard negatives from the cache {cache}")
+            return Dataset.load_from_disk(str(cache))
+    log(f"data: mining {settings['num_negatives']} hard negative(s) for {len(pairs)} pairs with the base model")
+    mined = mine_hard_negatives(
+        pairs,
+        model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        corpus=beir_corpus(folder),
+        range_min=settings["range_min"],
+        range_max=settings["range_max"],
+        relative_margin=settings["relative_margin"],
+        num_negatives=settings["num_negatives"],
+        sampling_strategy=settings["sampling_strategy"],
+        batch_size=settings["batch_size"],
+        output_format="n-tuple",
+        verbose=False,
+    )
+    if len(mined) == 0:
+        raise ValueError(
+            "Hard-negative mining kept no pair: loosen data.hard_negatives (a larger range_max, a smaller "
+            "relative_margin or range_min)."
+        )
+    log(f"data: {len(mined)} of {len(pairs)} pairs kept a full set of hard negatives")
+    if cache is not None:
+        # Written aside and renamed into place, so a half-written cache is never read.
+        temporary = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
+        mined.save_to_disk(str(temporary))
+        try:
+            os.replace(temporary, cache)
+        except OSError:  # another process finished the same mining first
+            shutil.rmtree(temporary, ignore_errors=True)
+    return mined

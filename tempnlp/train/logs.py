@@ -1,0 +1,145 @@
+"""Training logs in the output folder: the trainer's log history as JSON and CSV, and per-sample temperature
+histograms at every evaluation (JSON, TensorBoard when it is reporting, and a PNG at the end)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
+
+from tempnlp._io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+LOG_JSON = "log_history.json"
+LOG_CSV = "log_history.csv"
+HISTOGRAM_JSON = "tau_histograms.json"
+HISTOGRAM_PNG = "tau_histograms.png"
+
+
+class TrainingLogCallback(TrainerCallback):
+    """Rewrites ``log_history.json`` and ``log_history.csv`` (atomically) after every log.
+
+    The files hold the trainer's own ``state.log_history``, which a resumed run restores from its checkpoint, so
+    they never hold the steps an interrupted run logged after its last checkpoint twice.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if state.is_world_process_zero:
+            write_history(self.folder, state.log_history)
+
+
+def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
+    write_json_atomic(folder / LOG_JSON, history)
+    columns: list[str] = []
+    for entry in history:
+        columns += [key for key in entry if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(folder / LOG_CSV, buffer.getvalue())
+
+
+def per_sample_temperatures(loss) -> np.ndarray | None:
+    """The temperatures of the samples seen so far, for losses with per-sample state; None otherwise."""
+    state = getattr(getattr(loss, "objective", None), "query_state", None)
+    if state is None:
+        return None
+    seen = state.seen
+    return state.tau[seen].detach().float().cpu().numpy() if bool(seen.any()) else np.empty(0, dtype=np.float32)
+
+
+class TemperatureHistogramCallback(TrainerCallback):
+    """At every evaluation and at the end: a histogram of the per-sample temperatures tau_i of the samples seen.
+
+    Bins are log-spaced over the loss's ``[tau_min, tau_max]``. The histograms go to ``tau_histograms.json``,
+    to TensorBoard when the trainer reports there, and as curves over training to ``tau_histograms.png``.
+    """
+
+    def __init__(self, loss, folder: str | Path, bins: int = 30) -> None:
+        self.loss = loss
+        self.folder = Path(folder)
+        objective = loss.objective
+        low, high = objective.tau_min, objective.tau_max
+        if high <= low:  # SogCLR: one fixed tau, still recorded so every per-sample loss has the file
+            low, high = low * 0.9, high * 1.1
+        self.edges = np.geomspace(low, high, bins + 1)
+        self.histograms: list[dict[str, Any]] = []
+        self.trainer = None
+
+    def record(self, state) -> None:
+        values = per_sample_temperatures(self.loss)
+        if values is None or not state.is_world_process_zero:
+            return
+        entry: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "seen": int(values.size)}
+        if values.size:
+            counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
+            q05, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
+            entry.update(
+                mean=float(values.mean()),
+                q05=float(q05),
+                median=float(q50),
+                q95=float(q95),
+                counts=counts.tolist(),
+            )
+            self._tensorboard(values, state.global_step)
+        self.histograms = [h for h in self.histograms if h["step"] != state.global_step] + [entry]
+        write_json_atomic(
+            self.folder / HISTOGRAM_JSON, {"edges": self.edges.round(6).tolist(), "histograms": self.histograms}
+        )
+
+    def _tensorboard(self, values: np.ndarray, step: int) -> None:
+        if self.trainer is None:
+            return
+        for callback in self.trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and getattr(callback, "tb_writer", None) is not None:
+                callback.tb_writer.add_histogram("train/tau_i", torch.from_numpy(values), step)
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        path = self.folder / HISTOGRAM_JSON
+        if state.global_step > 0 and path.is_file():  # resumed: keep the histograms of the steps before
+            import json
+
+            self.histograms = [h for h in json.loads(path.read_text())["histograms"] if h["step"] <= state.global_step]
+
+    def on_evaluate(self, args, state, control, **kwargs) -> None:
+        self.record(state)
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        self.record(state)
+        if state.is_world_process_zero and any("counts" in h for h in self.histograms):
+            write_bytes_atomic(self.folder / HISTOGRAM_PNG, plot_histograms(self.edges, self.histograms))
+
+
+def plot_histograms(edges: np.ndarray, histograms: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    drawn = [h for h in histograms if "counts" in h]
+    colours = plt.cm.viridis(np.linspace(0.1, 0.9, len(drawn)))
+    for colour, entry in zip(colours, drawn, strict=True):
+        fraction = np.asarray(entry["counts"], dtype=float) / max(1, entry["seen"])
+        axis.plot(centres, fraction, color=colour, label=f"step {entry['step']} ({entry['seen']} seen)")
+    axis.set_xscale("log")
+    axis.set_xlabel("per-sample temperature tau_i")
+    axis.set_ylabel("fraction of samples seen")
+    axis.set_title("Per-sample temperatures during training")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,522 @@
+"""Recipes: the YAML a user copies and edits, validated before anything heavy is loaded.
+
+A recipe has five sections and three top-level settings::
+
+    model:      name (Hub id), max_seq_length (training length), trust_remote_code
+    data:       dataset (Hub id), format (nli-triplets | sentences | beir | columns) and its options
+    loss:       name (a tempnlp loss or MultipleNegativesRankingLoss), temperature, and the loss's own parameters
+    training:   passed to SentenceTransformerTrainingArguments unchanged (batch size, learning rate, epochs, ...)
+    evaluation: STS-B validation during training; STS / retrieval scores before and after
+    seed, precision (auto | fp32 | bf16 | fp16), description
+
+``variants`` maps a variant name to dotted overrides (``training.max_steps: 300``), applied with ``--variant``.
+
+Validation reads only the recipe and the classes' signatures: unknown keys (with the closest valid key), wrong
+types, a negative temperature or an impossible column layout stop the run before a model or dataset is loaded.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import enum
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key, the problem and the fix."""
+
+
+#: YAML 1.1 reads ``3e-5`` (no dot) as a string; every training script writes learning rates that way.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+def _numbers(node: Any) -> Any:
+    if isinstance(node, str) and _EXPONENT_FLOAT.match(node):
+        return float(node)
+    if isinstance(node, dict):
+        return {key: _numbers(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_numbers(value) for value in node]
+    return node
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load``, then ``3e-5`` read as the number it means."""
+    try:
+        return _numbers(yaml.safe_load(text))
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{source} is not valid YAML: {error}") from error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass
+class ModelSpec:
+    #: Hub id (resolved through TEMPNLP_MIRROR when set) or a local model folder
+    name: str
+    #: token length while training (SimCSE: 32); evaluation and the saved model keep the model's own length
+    max_seq_length: int | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class HardNegativeSpec:
+    """Arguments of sentence-transformers' ``mine_hard_negatives`` (the base model mines before training)."""
+
+    num_negatives: int = 1
+    range_min: int = 10
+    range_max: int = 50
+    relative_margin: float | None = 0.05
+    sampling_strategy: Literal["top", "random"] = "top"
+    batch_size: int = 64
+
+
+DATA_FORMATS = ("nli-triplets", "sentences", "beir", "columns")
+
+
+@dataclass
+class DataSpec:
+    #: Hub id of the training data (``stanfordnlp/snli``, ``mteb/scifact``, ...)
+    dataset: str
+    #: nli-triplets: (premise, entailment, contradiction) from NLI rows; sentences: one sentence a line, each its
+    #: own positive (unsupervised SimCSE); beir: (query, relevant document, mined hard negatives) from a BEIR
+    #: split; columns: the listed columns of a dataset, in loss order
+    format: Literal["nli-triplets", "sentences", "beir", "columns"]
+    split: str = "train"
+    #: keep the first N training examples (null: all)
+    limit: int | None = None
+    #: sentences: the text file in the dataset repository
+    file: str | None = None
+    #: columns: the Hub configuration (subset) name
+    subset: str | None = None
+    #: columns: text columns in loss order (anchor, positive, negatives...)
+    columns: list[str] | None = None
+    #: beir: hard-negative mining settings
+    hard_negatives: HardNegativeSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise RecipeError(f"data.limit must be a positive number of examples or null, got {self.limit}.")
+        if self.format == "sentences" and not self.file:
+            raise RecipeError("data.format 'sentences' reads a text file: set data.file (e.g. wiki1m_for_simcse.txt).")
+        if self.format == "columns" and not self.columns:
+            raise RecipeError("data.format 'columns' needs data.columns: the text columns in loss order.")
+        if self.format != "columns" and self.columns:
+            raise RecipeError(f"data.columns only applies to format 'columns'; format {self.format!r} builds its own.")
+        if self.format == "beir" and self.hard_negatives is None:
+            self.hard_negatives = HardNegativeSpec()
+
+    @property
+    def text_columns(self) -> int:
+        """How many text columns the built dataset has, known before anything is read."""
+        if self.format == "nli-triplets":
+            return 3
+        if self.format == "sentences":
+            return 2
+        if self.format == "beir":
+            return 2 + (self.hard_negatives.num_negatives if self.hard_negatives else 0)
+        return len(self.columns or [])
+
+
+@dataclass
+class STSSpec:
+    protocol: Literal["mteb", "senteval"] = "mteb"
+    #: STS task names (null: all seven: STS12-16, STSBenchmark, SICK-R)
+    tasks: list[str] | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class RetrievalSpec:
+    #: Hub id of a BEIR-layout dataset (``mteb/scifact``)
+    dataset: str
+    split: str = "test"
+    batch_size: int = 64
+
+
+@dataclass
+class EvaluationSpec:
+    #: follow STS-B validation Spearman during training (at the trainer's eval_steps)
+    stsb_validation: bool = True
+    #: also score the model before training, for the before/after table
+    before: bool = True
+    sts: STSSpec | None = field(default_factory=STSSpec)
+    retrieval: RetrievalSpec | None = None
+
+
+@dataclass
+class LossSpec:
+    """``name``, ``temperature`` and any other keyword of the loss's constructor (``symmetric``, ``rho``, ...)."""
+
+    name: str
+    temperature: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    model: ModelSpec
+    data: DataSpec
+    loss: LossSpec
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    seed: int = 42
+    #: auto: bf16 on a GPU that supports it, else fp16 on a GPU, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        loss = raw.pop("loss")
+        raw["loss"] = {
+            "name": loss["name"],
+            **({"temperature": loss["temperature"]} if loss["temperature"] is not None else {}),
+            **loss["params"],
+        }
+        ordered = ["description", "model", "data", "loss", "training", "evaluation", "seed", "precision"]
+        return {key: raw[key] for key in ordered}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generic checks
+
+
+def closest(key: str, valid: typing.Iterable[str]) -> str:
+    valid = list(valid)
+    lowered = {name.lower(): name for name in valid}
+    match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.5)
+    suggestion = f" Did you mean {lowered[match[0]]!r}?" if match else ""
+    return f"{suggestion} Valid keys: {', '.join(sorted(valid))}."
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _unknown(where: str, key: str, valid: typing.Iterable[str]) -> RecipeError:
+    return RecipeError(f"Unknown key {_join(where, key)}.{closest(key, valid)}")
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(annotation))
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def matches(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a type annotation (unknown or complex annotations accept anything)."""
+    origin = get_origin(annotation)
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is Literal:
+        return value in get_args(annotation)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, annotation) or value in {member.value for member in annotation}
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def check_value(where: str, value: Any, annotation: Any) -> None:
+    if not matches(value, annotation):
+        raise RecipeError(f"{where} must be {_type_name(annotation)}, got {type(value).__name__} ({value!r}).")
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{where or 'The recipe'} must be a mapping of keys to values, got {type(data).__name__} ({data!r})."
+        )
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise _unknown(where, str(key), names)
+    kwargs = {}
+    for f in fields(cls):
+        full = _join(where, f.name)
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{full} is missing: the recipe must set it.")
+            continue
+        value, hint = data[f.name], hints[f.name]
+        nested = _dataclass_of(hint)
+        if nested is not None and value is not None:
+            value = _build(nested, value, full)
+        else:
+            check_value(full, value, hint)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses and temperatures
+
+
+def loss_classes() -> dict[str, type]:
+    """Losses a recipe may name: tempnlp's and sentence-transformers' MNRL (the fixed-temperature reference)."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from tempnlp import losses
+
+    return {
+        "InfoNCELoss": losses.InfoNCELoss,
+        "DCLLoss": losses.DCLLoss,
+        "SogCLRLoss": losses.SogCLRLoss,
+        "ISogCLRLoss": losses.ISogCLRLoss,
+        "TempNetLoss": losses.TempNetLoss,
+        "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss,
+    }
+
+
+#: constructor arguments the run fills in itself
+AUTOMATIC_LOSS_ARGUMENTS = {"model": "the loaded model", "num_samples": "the training set size"}
+NOT_FROM_RECIPES = {"temperature_network", "self"}
+
+
+def is_per_sample(cls: type) -> bool:
+    from tempnlp.losses import ISogCLRLoss
+
+    return issubclass(cls, ISogCLRLoss)
+
+
+def _signature(callable_: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    parameters = dict(inspect.signature(callable_).parameters)
+    try:
+        hints = get_type_hints(callable_)
+    except Exception:  # annotations that do not resolve: check names only
+        hints = {}
+    return parameters, hints
+
+
+def check_keywords(where: str, callable_: Any, kwargs: dict[str, Any], skip: typing.Iterable[str] = ()) -> None:
+    parameters, hints = _signature(callable_)
+    valid = [name for name in parameters if name not in set(skip) | NOT_FROM_RECIPES | set(AUTOMATIC_LOSS_ARGUMENTS)]
+    valid = [
+        name
+        for name in valid
+        if parameters[name].kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    ]
+    for key, value in kwargs.items():
+        if key in AUTOMATIC_LOSS_ARGUMENTS:
+            raise RecipeError(f"{where}.{key} is set by tempnlp ({AUTOMATIC_LOSS_ARGUMENTS[key]}); remove it.")
+        if key not in valid:
+            raise _unknown(where, key, valid)
+        if key in hints:
+            check_value(f"{where}.{key}", value, hints[key])
+
+
+def build_policy(value: Any, where: str = "loss.temperature"):
+    """A number (fixed tau), a policy name (its defaults) or ``{policy: name, <its parameters>}``."""
+    from tempnlp.temperature import POLICIES, FixedTemperature
+
+    if isinstance(value, bool):
+        raise RecipeError(f"{where} must be a number, a policy name or a mapping, got {value!r}.")
+    if isinstance(value, (int, float)):
+        return _construct(where, FixedTemperature, {"tau": value})
+    if isinstance(value, str):
+        value = {"policy": value}
+    if not isinstance(value, dict):
+        raise RecipeError(
+            f"{where} must be a number (fixed tau), a policy name ({', '.join(POLICIES)}) or a mapping "
+            f"{{policy: macl, tau0: 0.05}}, got {type(value).__name__} ({value!r})."
+        )
+    options = dict(value)
+    name = options.pop("policy", None)
+    if name not in POLICIES:
+        hint = closest(str(name), POLICIES).replace("Valid keys", "Policies")
+        raise RecipeError(f"{where}.policy: unknown temperature policy {name!r}.{hint}")
+    cls = POLICIES[name]
+    check_keywords(where, cls.__init__, options)
+    return _construct(where, cls, options)
+
+
+def _construct(where: str, cls: type, kwargs: dict[str, Any]):
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{where}: {error}") from error
+
+
+def check_loss(spec: LossSpec, data: DataSpec) -> type:
+    """The loss class, after checking its name, parameters, temperature and the data's column layout."""
+    classes = loss_classes()
+    if spec.name not in classes:
+        raise RecipeError(
+            f"loss.name: unknown loss {spec.name!r}.{closest(spec.name, classes).replace('Valid keys', 'Losses')}"
+        )
+    cls = classes[spec.name]
+    parameters, _ = _signature(cls.__init__)
+    if spec.temperature is not None:
+        if "temperature" not in parameters:
+            fix = (
+                "set scale (= 1/tau; 20 for tau 0.05)"
+                if "scale" in parameters
+                else "it learns its own temperatures: set tau_init, tau_min and tau_max"
+            )
+            raise RecipeError(f"loss.temperature does not apply to {spec.name}: {fix}.")
+        if spec.name == "SogCLRLoss":
+            check_value("loss.temperature", spec.temperature, float)
+            if spec.temperature <= 0:
+                raise RecipeError(f"loss.temperature must be > 0, got {spec.temperature} (SogCLR uses 0.1).")
+        else:
+            build_policy(spec.temperature)
+    check_keywords("loss", cls.__init__, spec.params, skip=("temperature",))
+    for key, value in spec.params.items():  # temperatures in any form are positive; the rest the loss checks
+        if key.startswith("tau") and isinstance(value, (int, float)) and value <= 0:
+            raise RecipeError(f"loss.{key} must be a temperature > 0, got {value}.")
+    if data.text_columns < 2:
+        raise RecipeError(
+            f"{spec.name} needs at least two text columns (anchor, positive[, negatives...]) but data gives "
+            f"{data.text_columns} ({data.columns}). For unsupervised training, where a sentence is its own "
+            "positive, use data.format: sentences."
+        )
+    if is_per_sample(cls) and data.format == "columns" and "label" in (data.columns or []):
+        raise RecipeError(
+            f"{spec.name} reads the dataset index from the 'label' column, which data.columns uses for text. "
+            "Rename that column."
+        )
+    if spec.name == "TempNetLoss" and spec.params.get("symmetric"):
+        raise RecipeError(
+            "TempNetLoss is one-directional: remove loss.symmetric, or use ISogCLRLoss for a symmetric loss."
+        )
+    return cls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading, variants and overrides
+
+FORBIDDEN_TRAINING_KEYS = {
+    "output_dir": "use --output-dir",
+    "seed": "use the top-level seed",
+    "resume_from_checkpoint": "use --resume",
+}
+
+
+def check_training(training: dict[str, Any]) -> None:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    hints = get_type_hints(SentenceTransformerTrainingArguments)
+    valid = [f.name for f in fields(SentenceTransformerTrainingArguments) if f.init]
+    for key, value in training.items():
+        if key in FORBIDDEN_TRAINING_KEYS:
+            raise RecipeError(f"training.{key} is not set in recipes: {FORBIDDEN_TRAINING_KEYS[key]}.")
+        if key not in valid:
+            raise _unknown("training", key, valid)
+        if key in hints:
+            check_value(f"training.{key}", value, hints[key])
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise RecipeError(f"{source}: {dotted!r} is not a dotted key such as training.learning_rate.")
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            path = ".".join(keys[: depth + 1])
+            raise RecipeError(
+                f"{source}: {path} is {child!r}, not a mapping, so {dotted} cannot be set; set {path} itself "
+                f"(e.g. {path}=<value>)."
+            )
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value``, the value read as YAML (``true``, ``3e-5``, ``null``, ``[a, b]``), never evaluated."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {text!r}: expected key=value, e.g. --set training.max_steps=100.")
+    return key.strip(), parse_yaml(value, f"--set {key.strip()}") if value.strip() else None
+
+
+def load_recipe(
+    path: str | Path, overrides: typing.Sequence[str] = (), variant: str | None = None
+) -> tuple[Recipe, dict[str, Any]]:
+    """Read, apply the variant and ``--set`` overrides, validate. Returns the recipe and its raw mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe {path} does not exist. The bundled recipes are in recipes/.")
+    raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path} must be a YAML mapping with model, data, loss, training and evaluation.")
+    variants = raw.pop("variants", None) or {}
+    if not isinstance(variants, dict):
+        raise RecipeError(f"{path}: variants must map a variant name to dotted overrides.")
+    if variant is not None:
+        if variant not in variants:
+            names = ", ".join(variants) or "none"
+            raise RecipeError(f"{path} has no variant {variant!r} (its variants: {names}).")
+        changes = variants[variant]
+        if not isinstance(changes, dict):
+            raise RecipeError(f"{path}: variant {variant!r} must map dotted keys to values.")
+        for key, value in changes.items():
+            set_dotted(raw, str(key), value, f"{path} variant {variant!r}")
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value, f"--set {key}")
+    return validate(raw, str(path)), raw
+
+
+def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        loss = raw.get("loss")
+        if isinstance(loss, dict):
+            loss = dict(loss)
+            raw = {
+                **raw,
+                "loss": {"name": loss.pop("name", None), "temperature": loss.pop("temperature", None), "params": loss},
+            }
+            if raw["loss"]["name"] is None:
+                raise RecipeError("loss.name is missing: name a loss (see `tempnlp losses`).")
+        recipe = _build(Recipe, raw, "")
+        check_training(recipe.training)
+        check_loss(recipe.loss, recipe.data)
+    except RecipeError as error:
+        raise RecipeError(f"{source}: {error}") from None
+    return recipe

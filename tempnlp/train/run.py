@@ -1,0 +1,384 @@
+"""``tempnlp train``: run a validated recipe with sentence-transformers' trainer and write a model folder.
+
+The output folder holds, when the run ends::
+
+    recipe.yaml             the resolved recipe (every default written out): `tempnlp train recipe.yaml` repeats it
+    checkpoint-N/           the trainer's checkpoints, with loss_state.pt for losses that keep state
+    log_history.json/.csv   loss, learning rate, temperature and evaluation scores at every log
+    tau_histograms.json/png per-sample temperatures at every evaluation (per-sample losses)
+    model/                  a sentence-transformers model folder; its README.md names loss, temperature, data, scores
+    results.json            scores before and after, wall time, peak memory, package versions
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+from transformers import TrainerCallback
+
+from tempnlp._io import write_json_atomic, write_text_atomic
+from tempnlp.data.hub import mirror_root, resolve_model
+from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
+from tempnlp.state import add_index_column
+from tempnlp.train.callbacks import log_temperature
+from tempnlp.train.logs import TemperatureHistogramCallback, TrainingLogCallback, write_history
+from tempnlp.train.recipe import Recipe, RecipeError, build_policy, check_loss, is_per_sample
+from tempnlp.train.state import has_loss_state, track_loss_state
+
+RECIPE_FILE = "recipe.yaml"
+RESULTS_FILE = "results.json"
+BEFORE_FILE = "scores_before.json"
+MODEL_DIR = "model"
+CURVE_KEYS = {"step", "epoch", "loss", "learning_rate", "tau_mean", "tau_min", "tau_max"}
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """Refuse to mix runs: a fresh run needs a fresh folder, a resumed one the same recipe."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
+    saved = output_dir / RECIPE_FILE
+    if resume:
+        if not checkpoints:
+            raise FileNotFoundError(
+                f"--resume: {output_dir} has no checkpoint-* folder to resume from. Run without --resume to start, "
+                "or point --output-dir at the interrupted run."
+            )
+        if saved.is_file():
+            from tempnlp.train.recipe import parse_yaml
+
+            before, now = _flatten(parse_yaml(saved.read_text(), str(saved))), _flatten(recipe.to_dict())
+            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            if changed:
+                details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+                raise RecipeError(
+                    f"--resume: the recipe differs from the one {output_dir} was started with ({details}). Resume "
+                    f"with the same recipe (tempnlp train {saved} --resume --output-dir {output_dir}) or start a new "
+                    "run in another folder."
+                )
+    elif checkpoints or (output_dir / RESULTS_FILE).exists():
+        raise RecipeError(
+            f"{output_dir} already holds a run ({(checkpoints or [output_dir / RESULTS_FILE])[-1].name}). Pass "
+            "--resume to continue it, or choose another --output-dir."
+        )
+
+
+def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerTrainingArguments:
+    """The recipe's ``training`` section plus tempnlp's defaults for what it leaves unset."""
+    values = dict(recipe.training)
+    values.setdefault("batch_sampler", "no_duplicates")  # in-batch negatives must not be copies of the positive
+    values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    values.setdefault("report_to", ["tensorboard"] if find_spec("tensorboard") else "none")
+    if recipe.evaluation.stsb_validation:
+        values.setdefault("eval_strategy", "steps")
+    if recipe.precision == "bf16" or (recipe.precision == "auto" and torch.cuda.is_available()):
+        bf16 = recipe.precision == "bf16" or torch.cuda.is_bf16_supported()
+        values.setdefault("bf16" if bf16 else "fp16", True)
+    elif recipe.precision == "fp16":
+        values.setdefault("fp16", True)
+    try:
+        return SentenceTransformerTrainingArguments(output_dir=str(output_dir), seed=recipe.seed, **values)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"training: {error}") from error
+
+
+class _AtLength(EmbeddingSimilarityEvaluator):
+    """Evaluates at the model's own token length while the model trains at a shorter one."""
+
+    def __init__(self, *args: Any, max_seq_length: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_seq_length = max_seq_length
+
+    def __call__(self, model, *args: Any, **kwargs: Any):
+        training_length, model.max_seq_length = model.max_seq_length, self.max_seq_length
+        try:
+            return super().__call__(model, *args, **kwargs)
+        finally:
+            model.max_seq_length = training_length
+
+
+def stsb_validation(max_seq_length: int, batch_size: int = 64) -> EmbeddingSimilarityEvaluator:
+    from tempnlp.evaluation.sts import stsb_evaluator
+
+    base = stsb_evaluator("validation", batch_size=batch_size)
+    return _AtLength(
+        sentences1=base.sentences1,
+        sentences2=base.sentences2,
+        scores=base.scores,
+        batch_size=batch_size,
+        main_similarity="cosine",
+        similarity_fn_names=["cosine"],
+        name=base.name,
+        write_csv=False,
+        max_seq_length=max_seq_length,
+    )
+
+
+def build_loss(recipe: Recipe, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
+    cls = check_loss(recipe.loss, recipe.data)
+    kwargs = dict(recipe.loss.params)
+    if recipe.loss.temperature is not None:
+        temperature = recipe.loss.temperature
+        kwargs["temperature"] = temperature if recipe.loss.name == "SogCLRLoss" else build_policy(temperature)
+    if is_per_sample(cls):
+        kwargs["num_samples"] = num_samples
+    try:
+        return cls(model, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"loss {recipe.loss.name}: {error}") from error
+
+
+def _model_source(name: str) -> tuple[str, str]:
+    resolved = resolve_model(name)
+    if Path(name).expanduser().exists():
+        return resolved, f"model: {name} (local folder)"
+    root = mirror_root()
+    if root is not None and Path(resolved).is_relative_to(root):
+        return resolved, f"model: {name} from the mirror ({resolved})"
+    return resolved, f"model: {name} from the Hugging Face Hub"
+
+
+def _scores(
+    model: SentenceTransformer, recipe: Recipe, name: str, retrieval: Path | None, log: Callable[[str], None]
+) -> dict[str, Any]:
+    from tempnlp.evaluation.retrieval import evaluate_retrieval
+    from tempnlp.evaluation.sts import evaluate_sts
+
+    scores: dict[str, Any] = {}
+    if recipe.evaluation.sts is not None:
+        spec = recipe.evaluation.sts
+        result = evaluate_sts(
+            model, model_name=name, tasks=spec.tasks, protocol=spec.protocol, batch_size=spec.batch_size
+        )
+        scores["sts"] = {**result.to_dict(), "scores": result.scores, "avg": result.avg}
+        log(f"{name}: STS average {result.avg:.2f} ({result.seconds:.0f} s)")
+    if retrieval is not None:
+        spec = recipe.evaluation.retrieval
+        values = evaluate_retrieval(model, retrieval, model_name=name, split=spec.split, batch_size=spec.batch_size)
+        scores["retrieval"] = {"split": spec.split, "scores": values}
+        log(f"{name}: nDCG@10 {values['ndcg@10']:.2f}")
+    return scores
+
+
+def score_table(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """The before/after table (x 100) printed at the end of a run and written into the model card."""
+    before = before or {}
+    rows: list[tuple[str, float | None, float]] = []
+    if "sts" in after:
+        first = before.get("sts", {}).get("scores", {})
+        rows += [(task, first.get(task), value) for task, value in after["sts"]["scores"].items()]
+        if len(after["sts"]["scores"]) > 1:
+            rows.append(("STS avg.", before.get("sts", {}).get("avg"), after["sts"]["avg"]))
+    if "retrieval" in after:
+        first = before.get("retrieval", {}).get("scores", {})
+        rows += [(metric, first.get(metric), value) for metric, value in after["retrieval"]["scores"].items()]
+    lines = [
+        f"| {'task':<14} | {'before':>7} | {'after':>7} | {'change':>7} |",
+        f"|{'-' * 16}|{'-' * 9}|{'-' * 9}|{'-' * 9}|",
+    ]
+    for task, first_value, value in rows:
+        left = f"{first_value:7.2f}" if first_value is not None else " " * 7
+        change = f"{value - first_value:+7.2f}" if first_value is not None else " " * 7
+        lines.append(f"| {task:<14} | {left} | {value:7.2f} | {change} |")
+    return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str]:
+    packages = ["tempnlp", "torch", "transformers", "sentence-transformers", "datasets", "mteb"]
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except Exception:
+            found[package] = "not installed"
+    return found
+
+
+def _peak_memory_mib() -> dict[str, float]:
+    peak = {"host_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["cuda_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return {key: round(value, 1) for key, value in peak.items()}
+
+
+def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, rows: int, table: str) -> str:
+    config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+    parameters = ", ".join(f"{key}={value}" for key, value in config.items())
+    return (
+        "\n\n## tempnlp run\n\n"
+        f"- Loss: `{type(loss).__name__}({parameters})`\n"
+        f"- Temperature: {_temperature_text(loss)}\n"
+        f"- Training data: `{recipe.data.dataset}` ({recipe.data.format}, split `{recipe.data.split}`, {rows} "
+        f"examples, read {data.describe().split(' ', 1)[1]})\n"
+        f"- Base model: `{recipe.model.name}`; seed {recipe.seed}\n"
+        f"- Repeat the run: `tempnlp train {RECIPE_FILE}` with the recipe saved beside this folder (and as "
+        "`tempnlp_recipe.yaml` here)\n\n"
+        f"Final scores (x 100):\n\n{table}\n"
+    )
+
+
+def _temperature_text(loss: torch.nn.Module) -> str:
+    temperature = getattr(loss, "temperature", None)
+    if isinstance(temperature, torch.nn.Module):
+        return f"`{temperature}`"
+    if hasattr(getattr(loss, "objective", None), "query_state"):
+        objective = loss.objective
+        kind = "TempNet prediction" if objective.temperature_network is not None else "one per training sample"
+        if not objective.learn_temperature:
+            return f"fixed tau {objective.tau_init} (SogCLR)"
+        return f"{kind}, in [{objective.tau_min}, {objective.tau_max}] from {objective.tau_init}"
+    scale = getattr(loss, "scale", None)
+    return f"fixed tau {1 / scale:.4g} (scale {scale})" if scale else "see the loss"
+
+
+def save_model(model: SentenceTransformer, output_dir: Path, section: str, recipe_yaml: str) -> Path:
+    """Write the model folder aside, then rename it into place: a reader never sees half a model."""
+    final = output_dir / MODEL_DIR
+    temporary = output_dir / f".{MODEL_DIR}.tmp{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(str(temporary))
+    card = temporary / "README.md"
+    card.write_text((card.read_text(encoding="utf-8") if card.is_file() else "") + section, encoding="utf-8")
+    (temporary / "tempnlp_recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
+    if final.exists():
+        previous = output_dir / f".{MODEL_DIR}.old{os.getpid()}"
+        os.replace(final, previous)
+        os.replace(temporary, final)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        os.replace(temporary, final)
+    return final
+
+
+def run_recipe(
+    recipe: Recipe,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate as the recipe says; returns what ``results.json`` holds."""
+    main = _is_main_process()
+    say = (log or (lambda text: print(text, flush=True))) if main else (lambda text: None)
+    start = time.perf_counter()
+    output_dir = Path(output_dir)
+    prepare_output_dir(output_dir, recipe, resume)
+    args = training_arguments(recipe, output_dir)  # bad training values fail before anything loads
+    data = locate(
+        recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
+    )
+    retrieval = recipe.evaluation.retrieval
+    retrieval_data = locate(retrieval.dataset, "beir", retrieval.split) if retrieval is not None else None
+    recipe_yaml = recipe.to_yaml()
+    if main:
+        write_text_atomic(output_dir / RECIPE_FILE, recipe_yaml)
+
+    path, message = _model_source(recipe.model.name)
+    say(message)
+    say(f"data: {data.describe()}")
+    model = SentenceTransformer(path, trust_remote_code=recipe.model.trust_remote_code)
+    eval_length = model.max_seq_length
+    train_dataset = build_train_dataset(recipe.data, data, model, model_path=path, log=say)
+    say(f"data: {len(train_dataset)} examples, columns {', '.join(train_dataset.column_names)}")
+    loss = build_loss(recipe, model, len(train_dataset))
+    if is_per_sample(type(loss)):
+        train_dataset = add_index_column(train_dataset)
+    say(f"loss: {type(loss).__name__}, temperature {_temperature_text(loss)}")
+    retrieval_folder = beir_folder(retrieval_data) if retrieval_data is not None else None
+
+    before = None
+    if recipe.evaluation.before and main and (recipe.evaluation.sts is not None or retrieval_folder is not None):
+        saved_before = output_dir / BEFORE_FILE
+        if resume and saved_before.is_file():
+            before = json.loads(saved_before.read_text())
+        else:
+            before = _scores(model, recipe, "before training", retrieval_folder, say)
+            write_json_atomic(saved_before, before)
+
+    evaluator = stsb_validation(eval_length) if recipe.evaluation.stsb_validation else None
+    if recipe.model.max_seq_length is not None:
+        model.max_seq_length = recipe.model.max_seq_length
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
+    )
+    if has_loss_state(loss):
+        track_loss_state(trainer)
+    elif hasattr(loss, "temperature_stats"):
+        log_temperature(trainer)
+    trainer.add_callback(TrainingLogCallback(output_dir))
+    if is_per_sample(type(loss)):
+        histograms = TemperatureHistogramCallback(loss, output_dir)
+        histograms.trainer = trainer
+        trainer.add_callback(histograms)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    train_start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    train_seconds = time.perf_counter() - train_start
+    peak_memory = _peak_memory_mib()  # of training (and what came before), not of the final evaluation
+    model.max_seq_length = eval_length
+    if not trainer.is_world_process_zero():
+        return {}
+    write_history(output_dir, trainer.state.log_history)
+
+    after = _scores(model, recipe, "after training", retrieval_folder, say)
+    table = score_table(before, after)
+    section = _model_card_section(recipe, loss, data, len(train_dataset), table)
+    model_dir = save_model(model, output_dir, section, recipe_yaml)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    results = {
+        "recipe": recipe.to_dict(),
+        "model_dir": str(model_dir),
+        "data": {"source": data.source, "examples": len(train_dataset)},
+        "scores": {"before": before, "after": after},
+        "train": {
+            "steps": trainer.state.global_step,
+            "seconds": round(train_seconds, 1),
+            "seconds_per_step": round(train_seconds / max(1, output.global_step), 4),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "resumed": resume,
+        },
+        "curve": [
+            {key: entry[key] for key in entry if key in CURVE_KEYS or key.startswith("eval_sts")}
+            for entry in trainer.state.log_history
+            if "loss" in entry or any(key.startswith("eval_") for key in entry)
+        ],
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "peak_memory": peak_memory,
+        "versions": package_versions(),
+        "command": " ".join(["tempnlp", *sys.argv[1:]]) if sys.argv[0].endswith("tempnlp") else None,
+    }
+    write_json_atomic(output_dir / RESULTS_FILE, results)
+    say(f"\nScores (x 100)\n{table}\n\nmodel: {model_dir}  ({results['wall_seconds']:.0f} s)")
+    return results

@@ -1,0 +1,340 @@
+"""`tempnlp train RECIPE.yaml`: validation before anything loads, every bundled recipe end to end (shrunk with
+--set to the tiny BERT and a few steps), exact resume, outputs and model cards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tempnlp.cli import main
+from tempnlp.train.recipe import RecipeError, load_recipe, parse_override, validate
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+BUNDLED = sorted(path.name for path in RECIPES.glob("*.yaml"))
+
+
+def _minimal(**changes) -> dict:
+    raw = {
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2"},
+        "data": {"dataset": "stanfordnlp/snli", "format": "nli-triplets"},
+        "loss": {"name": "InfoNCELoss", "temperature": 0.05},
+        "training": {"max_steps": 2},
+    }
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition("__")
+        if key:
+            raw.setdefault(section, {})[key] = value
+        else:
+            raw[section] = value
+    return raw
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(RecipeError) as info:
+        validate(raw)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def test_every_bundled_recipe_and_variant_validates():
+    assert {"quickstart.yaml", "sup-simcse-nli.yaml", "unsup-simcse.yaml", "retrieval.yaml"} <= set(BUNDLED)
+    for name in BUNDLED:
+        raw = yaml.safe_load((RECIPES / name).read_text())
+        for variant in [None, *(raw.get("variants") or {})]:
+            recipe, _ = load_recipe(RECIPES / name, variant=variant)
+            assert "/" in recipe.model.name and not Path(recipe.model.name).exists()  # Hub ids, never paths
+            assert not Path(recipe.data.dataset).exists()
+
+
+def test_unknown_keys_name_the_closest_valid_key():
+    assert "Unknown key trainig. Did you mean 'training'?" in _error({**_minimal(), "trainig": {}})
+    assert "Unknown key training.learning_rat. Did you mean 'learning_rate'?" in _error(
+        _minimal(training__learning_rat=1e-4)
+    )
+    assert "Unknown key loss.symetric. Did you mean 'symmetric'?" in _error(_minimal(loss__symetric=True))
+    assert "Unknown key data.fromat. Did you mean 'format'?" in _error(_minimal(data__fromat="x"))
+    message = _error(_minimal(loss={"name": "InfoNCELoss", "temperature": {"policy": "macl", "tau": 0.05}}))
+    assert "Unknown key loss.temperature.tau. Did you mean 'tau0'?" in message
+
+
+def test_wrong_types_and_values_are_named():
+    assert "training.learning_rate must be float, got str ('fast')" in _error(_minimal(training__learning_rate="fast"))
+    assert "model.max_seq_length must be int or null" in _error(_minimal(model__max_seq_length=3.5))
+    assert "data.format must be one of 'nli-triplets'" in _error(_minimal(data__format="pairs"))
+    assert "loss.symmetric must be bool" in _error(_minimal(loss__symmetric="yes please"))
+    message = _error(_minimal(loss={"name": "InfoNCELoss", "temperature": -0.05}))
+    assert "loss.temperature: tau must be a finite number > 0, got -0.05" in message
+    assert "loss.tau_init must be a temperature > 0, got -1.0" in _error(
+        _minimal(loss={"name": "ISogCLRLoss", "tau_init": -1.0})
+    )
+    assert "loss.temperature does not apply to ISogCLRLoss" in _error(
+        _minimal(loss={"name": "ISogCLRLoss", "temperature": 0.1})
+    )
+    assert "set scale (= 1/tau" in _error(_minimal(loss={"name": "MultipleNegativesRankingLoss", "temperature": 0.05}))
+    assert "loss.num_samples is set by tempnlp" in _error(_minimal(loss={"name": "ISogCLRLoss", "num_samples": 10}))
+    assert "training.output_dir is not set in recipes: use --output-dir" in _error(_minimal(training__output_dir="x"))
+
+
+def test_unknown_loss_and_policy_suggest_the_closest():
+    assert "unknown loss 'InfoNCE'. Did you mean 'InfoNCELoss'?" in _error(_minimal(loss={"name": "InfoNCE"}))
+    message = _error(_minimal(loss={"name": "DCLLoss", "temperature": "mcal"}))
+    assert "unknown temperature policy 'mcal'. Did you mean 'macl'?" in message
+
+
+def test_a_column_layout_the_loss_cannot_take_fails_before_training():
+    raw = _minimal(data={"dataset": "sentence-transformers/all-nli", "format": "columns", "columns": ["anchor"]})
+    assert "InfoNCELoss needs at least two text columns" in _error(raw) and "format: sentences" in _error(raw)
+    raw = _minimal(
+        data={"dataset": "x/y", "format": "columns", "columns": ["anchor", "label"]}, loss={"name": "ISogCLRLoss"}
+    )
+    assert "reads the dataset index from the 'label' column" in _error(raw)
+    assert "TempNetLoss is one-directional" in _error(_minimal(loss={"name": "TempNetLoss", "symmetric": True}))
+
+
+def test_yaml_reads_exponent_floats_and_set_values_as_yaml_scalars(tmp_path):
+    path = tmp_path / "r.yaml"
+    raw = _minimal(training={"learning_rate": "placeholder"})
+    path.write_text(yaml.safe_dump(raw).replace("placeholder", "3e-5"))
+    recipe, _ = load_recipe(path)
+    assert recipe.training["learning_rate"] == pytest.approx(3e-5)
+    assert parse_override("training.max_steps=100") == ("training.max_steps", 100)
+    assert parse_override("loss.symmetric=true") == ("loss.symmetric", True)
+    assert parse_override("data.limit=null") == ("data.limit", None)
+    recipe, _ = load_recipe(path, ["loss.temperature=macl", "training.learning_rate=1e-4", "loss.symmetric=true"])
+    assert recipe.loss.temperature == "macl" and recipe.loss.params == {"symmetric": True}
+    with pytest.raises(RecipeError, match=r"loss.temperature is 0.05, not a mapping"):
+        load_recipe(path, ["loss.temperature.policy=macl"])
+    with pytest.raises(RecipeError, match="expected key=value"):
+        load_recipe(path, ["training.max_steps"])
+    with pytest.raises(RecipeError, match="has no variant 'gpu'"):
+        load_recipe(path, variant="gpu")
+
+
+def test_python_tags_in_a_set_value_are_refused():
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        parse_override("model.name=!!python/object/apply:os.system ['echo hacked']")
+
+
+def test_cli_reports_recipe_errors_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_minimal(loss={"name": "InfoNCELoss", "temperature": -1})))
+    assert main(["train", str(path)]) == 2
+    assert "tempnlp train: error:" in capsys.readouterr().err
+
+
+def test_a_dataset_in_neither_mirror_nor_hub_stops_before_the_model_loads(tmp_path, mirror, monkeypatch, capsys):
+    import tempnlp.train.run as run
+
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(run, "SentenceTransformer", lambda *a, **k: pytest.fail("the model was loaded"))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_minimal(data={"dataset": "nobody/no-such-nli", "format": "nli-triplets"})))
+    assert main(["train", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'nobody/no-such-nli' is in neither the mirror nor the Hub" in err
+    assert f"the mirror has no {mirror}/datasets/nobody/no-such-nli" in err and "HF_HUB_OFFLINE is set" in err
+
+
+def test_hub_answers_are_reported(monkeypatch):
+    import huggingface_hub
+
+    from tempnlp.data import sources
+
+    monkeypatch.delenv("TEMPNLP_MIRROR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_exists", lambda self, *a, **k: False)
+    with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR is not set, and the Hub has no dataset of that id"):
+        sources.locate("nobody/nothing", "nli-triplets")
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_exists", lambda self, *a, **k: True)
+    located = sources.locate("stanfordnlp/snli", "nli-triplets")
+    assert located.source == "hub" and located.describe() == "stanfordnlp/snli from the Hugging Face Hub"
+
+
+def test_a_used_output_dir_needs_resume_and_the_same_recipe(tmp_path):
+    from tempnlp.train.run import RECIPE_FILE, prepare_output_dir
+
+    recipe = validate(_minimal())
+    (tmp_path / "checkpoint-2").mkdir()
+    with pytest.raises(RecipeError, match=r"already holds a run.*Pass --resume"):
+        prepare_output_dir(tmp_path, recipe, resume=False)
+    (tmp_path / RECIPE_FILE).write_text(recipe.to_yaml())
+    prepare_output_dir(tmp_path, recipe, resume=True)
+    changed = validate(_minimal(training={"max_steps": 2, "learning_rate": 1e-4}))
+    with pytest.raises(RecipeError, match=r"recipe differs .*training.learning_rate: None -> 0.0001"):
+        prepare_output_dir(tmp_path, changed, resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint-\\* folder"):
+        prepare_output_dir(tmp_path / "empty", recipe, resume=True)
+
+
+def test_the_resolved_recipe_round_trips(tmp_path):
+    recipe, _ = load_recipe(RECIPES / "retrieval.yaml")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.to_yaml())
+    again, _ = load_recipe(path)
+    assert again == recipe
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+SHRINK = [
+    "training.max_steps=8",
+    "training.learning_rate=1e-3",
+    "training.warmup_steps=0.0",
+    "training.logging_steps=1",
+    "training.eval_steps=4",
+    "training.save_steps=4",
+    "training.per_device_train_batch_size=8",
+    "training.report_to=none",
+    "training.load_best_model_at_end=false",
+    "training.use_cpu=true",
+    "evaluation.sts.tasks=[STSBenchmark]",
+    "data.limit=64",
+]
+
+
+@pytest.fixture
+def run_env(mirror, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    monkeypatch.setenv("TEMPNLP_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _check_outputs(out: Path, loss_name: str) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    results = json.loads((out / "results.json").read_text())
+    losses = [entry["loss"] for entry in json.loads((out / "log_history.json").read_text()) if "loss" in entry]
+    assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), losses  # the loss fell
+    assert (out / "log_history.csv").read_text().splitlines()[0].startswith("loss,")
+    model = SentenceTransformer(str(out / "model"), device="cpu")
+    assert model.encode(["a dog runs"]).shape[0] == 1
+    card = (out / "model" / "README.md").read_text()
+    assert "## tempnlp run" in card and f"Loss: `{loss_name}(" in card and "Final scores" in card
+    assert f"{loss_name}</code> with these parameters" in card  # ST's own section, which eval mteb reads
+    assert (out / "model" / "tempnlp_recipe.yaml").read_text() == (out / "recipe.yaml").read_text()
+    assert results["train"]["steps"] == 8 and results["versions"]["torch"] == torch.__version__
+    return results
+
+
+def test_quickstart_recipe_end_to_end(run_env, tiny_model_path, capsys):
+    out = run_env / "qs"
+    assert (
+        main(
+            [
+                "train",
+                str(RECIPES / "quickstart.yaml"),
+                "--set",
+                f"model.name={tiny_model_path}",
+                *_sets(),
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "data: stanfordnlp/snli from the mirror" in printed and "| STSBenchmark" in printed
+    results = _check_outputs(out, "InfoNCELoss")
+    scores = results["scores"]
+    assert set(scores["before"]["sts"]["scores"]) == set(scores["after"]["sts"]["scores"]) == {"STSBenchmark"}
+    history = json.loads((out / "log_history.json").read_text())
+    assert any("eval_sts-validation_spearman_cosine" in entry for entry in history)
+    assert all("tau_mean" in entry for entry in history if "loss" in entry)
+    assert "MACLTemperature(tau0=0.05" in (out / "model" / "README.md").read_text()
+    # tempnlp eval sts runs on the output folder as it is
+    assert main(["eval", "sts", str(out / "model"), "--tasks", "STSBenchmark", "--output-dir", str(out / "e")]) == 0
+    again = json.loads((out / "e" / "sts.json").read_text())["scores"]["STSBenchmark"]
+    assert again == pytest.approx(scores["after"]["sts"]["scores"]["STSBenchmark"], abs=1e-3)
+
+
+def _sets(*extra: str, drop: str | None = None) -> list[str]:
+    pairs = [pair for pair in [*SHRINK, *extra] if drop is None or not pair.startswith(drop)]
+    return [item for pair in pairs for item in ("--set", pair)]
+
+
+def test_sup_simcse_recipe_cpu_variant_end_to_end(run_env, tiny_model_path):
+    out = run_env / "sup"
+    args = ["train", str(RECIPES / "sup-simcse-nli.yaml"), "--variant", "cpu", "--output-dir", str(out)]
+    assert main([*args, "--set", f"model.name={tiny_model_path}", *_sets("evaluation.before=false")]) == 0
+    results = _check_outputs(out, "InfoNCELoss")
+    assert results["scores"]["before"] is None and results["recipe"]["training"]["per_device_train_batch_size"] == 8
+
+
+def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path):
+    out = run_env / "unsup"
+    args = ["train", str(RECIPES / "unsup-simcse.yaml"), "--variant", "per-sample", "--output-dir", str(out)]
+    sets = _sets("evaluation.before=false", "training.num_train_epochs=2", "data.limit=32")
+    assert main([*args, "--set", f"model.name={tiny_model_path}", *sets]) == 0
+    _check_outputs(out, "ISogCLRLoss")
+    histograms = json.loads((out / "tau_histograms.json").read_text())
+    assert [h["step"] for h in histograms["histograms"]] == [4, 8]
+    assert histograms["histograms"][-1]["seen"] == 32 and sum(histograms["histograms"][-1]["counts"]) == 32
+    assert (out / "tau_histograms.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "checkpoint-8" / "loss_state.pt").is_file()
+
+
+def test_retrieval_recipe_end_to_end(run_env, tiny_model_path, capsys):
+    out = run_env / "ret"
+    args = [
+        "train",
+        str(RECIPES / "retrieval.yaml"),
+        "--output-dir",
+        str(out),
+        "--set",
+        f"model.name={tiny_model_path}",
+    ]
+    # a random BERT scores every document within 1% of the positive: no relative margin for it
+    sets = _sets(
+        "model.max_seq_length=64", "data.hard_negatives.relative_margin=null", "data.limit=32", drop="evaluation.sts"
+    )
+    assert main([*args, *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "mining 1 hard negative(s) for 32 pairs" in printed and "| ndcg@10" in printed
+    results = _check_outputs(out, "ISogCLRLoss")
+    assert set(results["scores"]["after"]["retrieval"]["scores"]) == {"ndcg@10", "mrr@10", "recall@100"}
+    # a second run mines nothing: the mined set is cached by data, settings and model weights
+    assert main([*args[:3], str(run_env / "ret2"), *args[4:], *sets]) == 0
+    assert "hard negatives from the cache" in capsys.readouterr().out
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_model_path):
+    from transformers import TrainerCallback
+
+    from tempnlp.train.run import run_recipe
+
+    class Interrupt(TrainerCallback):
+        """Stops the run right after checkpoint-4 is written, as a kill would."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise KeyboardInterrupt
+
+    sets = [f"model.name={tiny_model_path}", *SHRINK, "evaluation.before=false", "evaluation.sts=null"]
+    recipe, _ = load_recipe(RECIPES / "unsup-simcse.yaml", [*sets, "data.limit=32"], "per-sample")  # 2 epochs
+    run_recipe(recipe, run_env / "straight", log=lambda text: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, run_env / "resumed", callbacks=[Interrupt()], log=lambda text: None)
+    assert not (run_env / "resumed" / "model").exists() and (run_env / "resumed" / "checkpoint-4").is_dir()
+    with pytest.raises(RecipeError, match="Pass --resume"):
+        run_recipe(recipe, run_env / "resumed", log=lambda text: None)
+    run_recipe(recipe, run_env / "resumed", resume=True, log=lambda text: None)
+
+    from safetensors.torch import load_file
+
+    straight = load_file(run_env / "straight" / "model" / "model.safetensors")
+    resumed = load_file(run_env / "resumed" / "model" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    state_a = torch.load(run_env / "straight" / "checkpoint-8" / "loss_state.pt", weights_only=True)
+    state_b = torch.load(run_env / "resumed" / "checkpoint-8" / "loss_state.pt", weights_only=True)
+    assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    history = json.loads((run_env / "resumed" / "log_history.json").read_text())
+    assert [entry["step"] for entry in history if "loss" in entry] == list(range(1, 9))  # no step logged twice

@@ -341,8 +341,8 @@ def check_keywords(where: str, callable_: Any, kwargs: dict[str, Any], skip: typ
     for key, value in kwargs.items():
         if key in AUTOMATIC_LOSS_ARGUMENTS:
             raise RecipeError(f"{where}.{key} is set by tempnlp ({AUTOMATIC_LOSS_ARGUMENTS[key]}); remove it.")
-        if key not in valid:
-            raise _unknown(where, key, valid)
+        if key not in valid:  # the skipped keys are valid too, just set elsewhere: suggest them
+            raise _unknown(where, key, [*valid, *(name for name in skip if name in parameters)])
         if key in hints:
             check_value(f"{where}.{key}", value, hints[key])
 

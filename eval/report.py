@@ -1,0 +1,382 @@
+"""Build ``eval/report.md`` and its plots from the grids' result files; never typed by hand.
+
+    python -m eval.report
+
+For every grid in ``eval/grids/``: mean +- std over seeds per task and on average; the difference to the
+grid's reference strategy with a paired Wilcoxon signed-rank test over (seed, task) pairs; seconds per training
+step, wall time and peak memory against the reference; and PNG plots (temperature over training, learned
+per-sample temperatures, score against wall time). The output depends only on the result files, so running the
+command again on the same files reproduces the report and the plots byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from eval.grid import ROOT, load_grid
+from tempnlp._io import write_bytes_atomic, write_text_atomic
+
+GRIDS = ROOT / "eval" / "grids"
+RESULTS = ROOT / "eval" / "results" / "grids"
+REPORT = ROOT / "eval" / "report.md"
+PLOTS = ROOT / "eval" / "results" / "plots"
+ORDER = ["nli-minilm", "wiki-minilm-1ep", "wiki-minilm-5ep", "scifact-minilm"]  # grids 1, 2, 3
+ADAPTIVE = {"learnable", "macl", "dystress", "sogclr", "isogclr", "tempnet", "isogclr-queue"}
+
+
+def load_results(results: Path, grid: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{strategy: {seed: record}}`` for the cells that have finished, in the grid's strategy order."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for strategy in grid["strategies"]:
+        folder = results / grid["name"] / strategy
+        records = [json.loads(path.read_text()) for path in sorted(folder.glob("seed-*.json"))]
+        if records:
+            found[strategy] = {record["seed"]: record for record in sorted(records, key=lambda r: r["seed"])}
+    return found
+
+
+def _metrics(found: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    for cells in found.values():
+        for record in cells.values():
+            return list(record["scores"])
+    return []
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def score_table(found: dict[str, dict[int, dict[str, Any]]], metrics: list[str]) -> list[str]:
+    header = ["strategy", "seeds", *[m.replace("STSBenchmark", "STS-B") for m in metrics]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for strategy, cells in found.items():
+        row = [strategy, str(len(cells))]
+        row += [_mean_std([cell["scores"][metric] for cell in cells.values()]) for metric in metrics]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def paired_differences(
+    found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, tasks: list[str]
+) -> np.ndarray:
+    """Strategy minus reference, one value per (seed, task) both ran; an untrained model (one cell, no seed)
+    is compared with the reference's mean over seeds, one value per task."""
+    mine, theirs = found[strategy], found[reference]
+    if len(mine) == 1 and not next(iter(mine.values()))["trained"]:
+        only = next(iter(mine.values()))
+        return np.array([only["scores"][t] - np.mean([c["scores"][t] for c in theirs.values()]) for t in tasks])
+    seeds = sorted(set(mine) & set(theirs))
+    return np.array([mine[s]["scores"][t] - theirs[s]["scores"][t] for s in seeds for t in tasks])
+
+
+def _p_value(differences: np.ndarray) -> float | None:
+    if differences.size < 2 or not np.any(differences):
+        return None
+    return float(stats.wilcoxon(differences).pvalue)
+
+
+def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str, tasks: list[str], summary: str):
+    lines = [
+        f"| strategy | Δ {summary} | Δ per task (mean) | pairs | better / worse | Wilcoxon p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for strategy in found:
+        if strategy == reference:
+            continue
+        differences = paired_differences(found, strategy, reference, tasks)
+        if differences.size == 0:
+            continue
+        mine = [c["scores"][summary] for c in found[strategy].values()]
+        theirs = [c["scores"][summary] for c in found[reference].values()]
+        p_value = _p_value(differences)
+        lines.append(
+            f"| {strategy} | {np.mean(mine) - np.mean(theirs):+.2f} | {np.mean(differences):+.2f} | "
+            f"{differences.size} | {int((differences > 0).sum())} / {int((differences < 0).sum())} | "
+            f"{'n/a' if p_value is None else f'{p_value:.3g}'} |"
+        )
+    return lines
+
+
+def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:
+    def mean(strategy: str, read) -> float:
+        return float(np.mean([read(cell) for cell in found[strategy].values()]))
+
+    def step(cell):
+        return cell["training"]["seconds_per_step"]
+
+    def wall(cell):
+        return cell["wall_seconds"]
+
+    def memory(cell):
+        return cell["peak_memory_mib"]
+
+    lines = [
+        "| strategy | s / step | × reference | wall time (s) | × reference | peak RSS (MiB) | × reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for strategy, cells in found.items():
+        trained = all(cell["trained"] for cell in cells.values())
+        step_text = (
+            f"{mean(strategy, step):.3f} | {mean(strategy, step) / mean(reference, step):.3f}" if trained else "- | -"
+        )
+        lines.append(
+            f"| {strategy} | {step_text} | {mean(strategy, wall):.0f} | "
+            f"{mean(strategy, wall) / mean(reference, wall):.2f} | {mean(strategy, memory):.0f} | "
+            f"{mean(strategy, memory) / mean(reference, memory):.2f} |"
+        )
+    return lines
+
+
+def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
+    reference = grid["reference"]
+    lines = []
+    trained = [s for s in found if next(iter(found[s].values()))["trained"]]
+    averages = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in found}
+    adaptive = [s for s in trained if s in ADAPTIVE]
+    if adaptive and reference in found:
+        best = max(adaptive, key=averages.get)
+        gain = averages[best] - averages[reference]
+        verdict = "met" if gain >= 0.3 else "not met"
+        lines.append(
+            f"- Best adaptive strategy: **{best}**, {gain:+.2f} {summary} over `{reference}` (target +0.3: {verdict})."
+        )
+    base = [s for s in found if not next(iter(found[s].values()))["trained"]]
+    if base and trained:
+        above = [s for s in trained if averages[s] > averages[base[0]]]
+        lines.append(
+            f"- Above the untrained model's {averages[base[0]]:.2f}: {len(above)} of {len(trained)} strategies."
+        )
+    if reference in found and len(trained) > 1:
+        ratios = {
+            s: np.mean([c["training"]["seconds_per_step"] for c in found[s].values()])
+            / np.mean([c["training"]["seconds_per_step"] for c in found[reference].values()])
+            for s in trained
+        }
+        slow = [f"{s} ({ratios[s]:.3f}x)" for s in trained if ratios[s] > 1.05]
+        lines.append(
+            "- Time per step within 1.05x of the reference: "
+            + ("all strategies." if not slow else "not for " + ", ".join(slow) + ".")
+        )
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------- plots
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})  # no version stamp: reproducible
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_temperatures(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]]) -> bytes | None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for strategy, cells in found.items():
+        record = cells[min(cells)]
+        curve = [entry for entry in record.get("curve") or [] if "tau_mean" in entry]
+        if curve:
+            axis.plot([e["step"] for e in curve], [e["tau_mean"] for e in curve], label=strategy)
+            drawn = True
+        elif record["trained"] and record.get("recipe", {}).get("loss", {}).get("scale"):
+            axis.axhline(1 / record["recipe"]["loss"]["scale"], color="black", linestyle="--", label=strategy)
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.set_xlabel("training step")
+    axis.set_ylabel("mean temperature of the step's batch")
+    axis.set_title(f"{grid['name']}: temperature during training (first seed)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def plot_per_sample(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]]) -> bytes | None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for strategy, cells in found.items():
+        record = cells[min(cells)]
+        histograms = record.get("tau_histogram")
+        if not histograms or "counts" not in histograms["histograms"][-1]:
+            continue
+        edges = np.asarray(histograms["edges"])
+        last = histograms["histograms"][-1]
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        axis.plot(
+            centres,
+            np.asarray(last["counts"]) / max(1, last["seen"]),
+            label=f"{strategy} (median {last['median']:.3f})",
+        )
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.set_xscale("log")
+    axis.set_xlabel("learned per-sample temperature tau_i (end of training)")
+    axis.set_ylabel("fraction of training samples")
+    axis.set_title(f"{grid['name']}: per-sample temperatures (first seed)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def plot_cost(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> bytes:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for strategy, cells in found.items():
+        walls = [c["wall_seconds"] for c in cells.values()]
+        scores = [c["scores"][summary] for c in cells.values()]
+        axis.errorbar(
+            np.mean(walls),
+            np.mean(scores),
+            xerr=np.std(walls, ddof=1) if len(walls) > 1 else None,
+            yerr=np.std(scores, ddof=1) if len(scores) > 1 else None,
+            fmt="o",
+            capsize=3,
+            label=strategy,
+        )
+    axis.set_xlabel("wall time of the cell (s): training and evaluation")
+    axis.set_ylabel(summary)
+    axis.set_title(f"{grid['name']}: {summary} against wall time (mean ± std over seeds)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, relative_to: Path) -> list[str]:
+    found = load_results(results, grid)
+    total = sum(1 for _ in _expected_cells(grid))
+    done = sum(len(cells) for cells in found.values())
+    command = f"TEMPNLP_MIRROR=../shared/mirror python -m eval.grid {path.relative_to(relative_to)}"
+    lines = [f"## {grid['name']}", "", grid.get("description", "").strip(), "", f"Run: `{command}`", ""]
+    lines.append(f"Cells finished: {done} of {total}.")
+    missing = [s for s in grid["strategies"] if s not in found]
+    partial = [s for s in found if s in grid["strategies"] and len(found[s]) < _seeds_for(grid, s)]
+    if missing or partial:
+        lines.append(
+            "Still to run: "
+            + ", ".join(
+                [
+                    *(f"{s} (all seeds)" for s in missing),
+                    *(f"{s} ({len(found[s])} of {_seeds_for(grid, s)} seeds)" for s in partial),
+                ]
+            )
+            + ". The tables below cover the finished cells only."
+        )
+    lines.append("")
+    if not found:
+        return [*lines, "No results yet.", ""]
+    metrics = _metrics(found)
+    summary = "avg" if "avg" in metrics else metrics[0]
+    tasks = [m for m in metrics if m != "avg"] if summary == "avg" else [summary]
+    reference = grid["reference"]
+    lines += ["### Scores (x 100, mean ± std over seeds)", "", *score_table(found, metrics), ""]
+    if reference in found:
+        lines += [
+            f"### Against the reference `{reference}`",
+            "",
+            f"Δ is strategy minus reference. Pairs are (seed, task) values both ran ({', '.join(tasks)}); the "
+            "untrained model is compared per task with the reference's mean over seeds. p is the two-sided "
+            "Wilcoxon signed-rank test on those pairs.",
+            "",
+            *difference_table(found, reference, tasks, summary),
+            "",
+            "### Cost",
+            "",
+            "Seconds per training step (checkpoint saves included, the same for every strategy), the cell's wall "
+            "time (loading, training and the final evaluation) and its peak resident memory, each against the "
+            "reference's mean. Cells ran one after another in one process tree on a shared 2-core machine.",
+            "",
+            *cost_table(found, reference),
+            "",
+            "### Targets",
+            "",
+            *targets(grid, found, summary),
+            "",
+        ]
+    figures = [
+        ("temperature", plot_temperatures(grid, found), "temperature over training"),
+        ("per-sample", plot_per_sample(grid, found), "learned per-sample temperatures"),
+        ("cost", plot_cost(grid, found, summary), f"{summary} against wall time"),
+    ]
+    for kind, png, title in figures:
+        if png is None:
+            continue
+        target = plots / f"{grid['name']}-{kind}.png"
+        write_bytes_atomic(target, png)
+        lines += [f"![{grid['name']}: {title}]({target.relative_to(relative_to / 'eval').as_posix()})", ""]
+    versions = sorted({json.dumps(c["versions"], sort_keys=True) for cells in found.values() for c in cells.values()})
+    lines.append("Package versions: " + "; ".join(_versions_text(json.loads(v)) for v in versions) + ".")
+    lines.append("")
+    return lines
+
+
+def _versions_text(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in versions.items())
+
+
+def _seeds_for(grid: dict[str, Any], strategy: str) -> int:
+    return 1 if (grid["strategies"][strategy] or {}).get("train", True) is False else len(grid["seeds"])
+
+
+def _expected_cells(grid: dict[str, Any]):
+    for strategy in grid["strategies"]:
+        yield from range(_seeds_for(grid, strategy))
+
+
+def build_report(grids: Path = GRIDS, results: Path = RESULTS, report: Path = REPORT, plots: Path = PLOTS) -> str:
+    root = report.parent.parent
+    lines = [
+        "# Temperature strategies compared",
+        "",
+        "Generated by `python -m eval.report` from the result files under `eval/results/grids/`; do not edit by "
+        "hand. Each grid runs with `python -m eval.grid eval/grids/<grid>.yaml`, one result file per (strategy, "
+        "seed) cell, skipping finished cells. All runs: 2-core x86_64 CPU, no GPU, fp32.",
+        "",
+    ]
+    paths = sorted(grids.glob("*.yaml"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    for path in paths:
+        lines += grid_section(load_grid(path), path, results, plots, root)
+    text = "\n".join(lines).rstrip() + "\n"
+    write_text_atomic(report, text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    build_report()
+    print(f"written: {REPORT.relative_to(ROOT)} and {PLOTS.relative_to(ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""eval/grid.py expands, skips and resumes cells; eval/report.py computes what it claims and is reproducible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from eval import grid as grid_module
+from eval import report as report_module
+from tempnlp.train.recipe import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["STS12", "STS13", "STSBenchmark"]
+
+
+def _grid_file(tmp_path: Path, strategies: dict, **extra) -> Path:
+    grid = {
+        "name": "tiny",
+        "description": "a test grid",
+        "recipe": "recipes/quickstart.yaml",
+        "metric": "sts",
+        "reference": "mnrl",
+        "seeds": [1, 2],
+        "settings": {"training.max_steps": 2},
+        "strategies": strategies,
+        **extra,
+    }
+    path = tmp_path / "grids" / "tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+STRATEGIES = {
+    "base-model": {"train": False},
+    "mnrl": {"loss": {"name": "MultipleNegativesRankingLoss", "scale": 20.0}},
+    "macl": {"loss.temperature": "macl"},
+}
+
+
+def test_cells_expand_strategies_by_seeds_with_one_untrained_cell(tmp_path):
+    grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES))
+    cells = grid_module.cells(grid)
+    assert [(c.strategy, c.seed) for c in cells] == [
+        ("base-model", 1),
+        ("mnrl", 1),
+        ("macl", 1),
+        ("mnrl", 2),
+        ("macl", 2),
+    ]
+    macl = cells[2]
+    assert macl.overrides == ["training.max_steps=2", "loss.temperature=macl"] and macl.train
+
+
+def test_a_typo_in_any_strategy_stops_the_grid_before_a_cell_runs(tmp_path):
+    path = _grid_file(tmp_path, {**STRATEGIES, "typo": {"loss.temprature": 0.1}})
+    with pytest.raises(RecipeError, match="Did you mean 'temperature'"):
+        grid_module.cells(grid_module.load_grid(path))
+    with pytest.raises(RecipeError, match="reference 'fixed' is not one of the strategies"):
+        grid_module.load_grid(_grid_file(tmp_path, STRATEGIES, reference="fixed"))
+
+
+def test_finished_cells_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(grid_module, "RESULTS", tmp_path / "results")
+    path = _grid_file(tmp_path, STRATEGIES)
+    done = tmp_path / "results" / "tiny" / "mnrl" / "seed-1.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    ran = []
+    monkeypatch.setattr(
+        grid_module,
+        "run_cell",
+        lambda grid, cell, keep_run=False: ran.append(cell) or {"scores": {"avg": 1.0}, "wall_seconds": 1},
+    )
+    assert grid_module.main([str(path)]) == 0
+    assert [(c.strategy, c.seed) for c in ran] == [("base-model", 1), ("macl", 1), ("mnrl", 2), ("macl", 2)]
+
+
+def test_a_tiny_grid_runs_cells_in_subprocesses_and_records_them(tmp_path, monkeypatch, mirror, tiny_model_path):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    monkeypatch.setattr(grid_module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid_module, "RUNS", tmp_path / "runs")
+    settings = {
+        "model.name": str(tiny_model_path),
+        "training.max_steps": 4,
+        "training.per_device_train_batch_size": 8,
+        "training.logging_steps": 1,
+        "training.save_steps": 2,
+        "training.report_to": "none",
+        "training.use_cpu": True,
+        "data.limit": 16,
+        "evaluation.before": False,
+        "evaluation.stsb_validation": False,
+        "evaluation.sts.tasks": ["STSBenchmark"],
+    }
+    strategies = {
+        "mnrl": {"loss": {"name": "MultipleNegativesRankingLoss", "scale": 20.0}},
+        "isogclr": {"loss": {"name": "ISogCLRLoss", "tau_init": 0.05, "tau_min": 0.02, "tau_max": 0.2}},
+    }
+    path = _grid_file(tmp_path, strategies, settings=settings, seeds=[7])
+    assert grid_module.main([str(path)]) == 0
+    record = json.loads((tmp_path / "results" / "tiny" / "isogclr" / "seed-7.json").read_text())
+    assert record["recipe"]["seed"] == 7 and record["recipe"]["loss"]["name"] == "ISogCLRLoss"
+    assert set(record["scores"]) == {"STSBenchmark", "avg"} and record["training"]["steps"] == 4
+    assert [entry["step"] for entry in record["curve"] if "loss" in entry] == [1, 2, 3, 4]
+    assert record["tau_histogram"]["histograms"][-1]["seen"] == 16
+    assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"]
+    assert not (tmp_path / "runs" / "tiny" / "isogclr" / "seed-7" / "model").exists()  # only the record is kept
+    mtime = (tmp_path / "results" / "tiny" / "mnrl" / "seed-7.json").stat().st_mtime_ns
+    assert grid_module.main([str(path)]) == 0  # all done: nothing reruns
+    assert (tmp_path / "results" / "tiny" / "mnrl" / "seed-7.json").stat().st_mtime_ns == mtime
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def _record(strategy: str, seed: int, scores: dict[str, float], train: bool = True, step: float = 1.0) -> dict:
+    scores = {**scores, "avg": round(float(np.mean(list(scores.values()))), 4)}
+    record = {
+        "grid": "tiny",
+        "strategy": strategy,
+        "seed": seed,
+        "trained": train,
+        "scores": scores,
+        "wall_seconds": 100.0 * step,
+        "peak_memory_mib": 1000.0,
+        "versions": {"tempnlp": "0.1.0"},
+    }
+    if train:
+        record["training"] = {"seconds_per_step": step}
+        record["recipe"] = {"loss": {"name": "X"}}
+        record["curve"] = [{"step": s, "loss": 1.0 / s, "tau_mean": 0.05 + 0.001 * s} for s in (1, 2, 3)]
+    return record
+
+
+def _write_results(folder: Path, rng: np.random.Generator) -> dict:
+    cells = {
+        "base-model": {1: _record("base-model", 1, dict(zip(TASKS, [70.0, 80.0, 82.0], strict=True)), train=False)}
+    }
+    for strategy, shift, step in (("mnrl", 0.0, 1.0), ("macl", 0.5, 1.02)):
+        cells[strategy] = {}
+        for seed in (1, 2, 3):
+            values = [round(base + shift + rng.normal(0, 0.2), 4) for base in (71.0, 81.0, 82.5)]
+            cells[strategy][seed] = _record(strategy, seed, dict(zip(TASKS, values, strict=True)), step=step)
+    for strategy, seeds in cells.items():
+        for seed, record in seeds.items():
+            path = folder / "tiny" / strategy / f"seed-{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+    return cells
+
+
+def test_report_tables_match_a_naive_computation_and_rebuild_byte_for_byte(tmp_path):
+    grids = _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3]).parent
+    results = tmp_path / "eval" / "results" / "grids"
+    cells = _write_results(results, np.random.default_rng(0))
+    report = tmp_path / "eval" / "report.md"
+    plots = tmp_path / "eval" / "results" / "plots"
+    text = report_module.build_report(grids, results, report, plots)
+
+    macl = [cells["macl"][s]["scores"] for s in (1, 2, 3)]
+    mnrl = [cells["mnrl"][s]["scores"] for s in (1, 2, 3)]
+    mean, std = np.mean([m["STS12"] for m in macl]), np.std([m["STS12"] for m in macl], ddof=1)
+    assert f"| macl | 3 | {mean:.2f} ± {std:.2f} |" in text
+    differences = [a[t] - b[t] for a, b in zip(macl, mnrl, strict=True) for t in TASKS]
+    p_value = stats.wilcoxon(differences).pvalue
+    delta = np.mean([m["avg"] for m in macl]) - np.mean([m["avg"] for m in mnrl])
+    assert f"| macl | {delta:+.2f} | {np.mean(differences):+.2f} | 9 | " in text and f"| {p_value:.3g} |" in text
+    assert "| macl | 1.020 | 1.020 |" in text  # seconds per step against the reference
+    assert "Best adaptive strategy: **macl**" in text and "Time per step within 1.05x of the reference: all" in text
+    assert "Cells finished: 7 of 7." in text
+    for name in ("tiny-temperature.png", "tiny-cost.png"):
+        assert (plots / name).read_bytes()[:4] == b"\x89PNG" and f"(results/plots/{name})" in text
+
+    snapshot = {path: path.read_bytes() for path in [report, *plots.iterdir()]}
+    report_module.build_report(grids, results, report, plots)
+    assert {path: path.read_bytes() for path in [report, *plots.iterdir()]} == snapshot
+
+
+def test_report_says_which_cells_are_missing(tmp_path):
+    grids = _grid_file(tmp_path, {**STRATEGIES, "dcl": {"loss.name": "DCLLoss"}}, seeds=[1, 2, 3]).parent
+    results = tmp_path / "eval" / "results" / "grids"
+    _write_results(results, np.random.default_rng(1))
+    (results / "tiny" / "macl" / "seed-3.json").unlink()
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    assert "Cells finished: 6 of 10." in text
+    assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text

@@ -285,7 +285,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "Still to run: "
             + ", ".join(
                 [
-                    *(f"{s} (all seeds)" for s in missing),
+                    *(f"{s} (all seeds)" if _seeds_for(grid, s) > 1 else s for s in missing),
                     *(f"{s} ({len(found[s])} of {_seeds_for(grid, s)} seeds)" for s in partial),
                 ]
             )

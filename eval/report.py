@@ -112,7 +112,7 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
         return float(np.mean([read(cell) for cell in found[strategy].values()]))
 
     def step(cell):
-        return cell["training"]["seconds_per_step"]
+        return cell["training"]["median_step_seconds"]
 
     def wall(cell):
         return cell["wall_seconds"]
@@ -121,7 +121,7 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
         return cell["peak_memory_mib"]
 
     lines = [
-        "| strategy | s / step | × reference | wall time (s) | × reference | peak RSS (MiB) | × reference |",
+        "| strategy | median s / step | × reference | wall time (s) | × reference | peak RSS (MiB) | × reference |",
         "|---|---|---|---|---|---|---|",
     ]
     for strategy, cells in found.items():
@@ -158,8 +158,8 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
         )
     if reference in found and len(trained) > 1:
         ratios = {
-            s: np.mean([c["training"]["seconds_per_step"] for c in found[s].values()])
-            / np.mean([c["training"]["seconds_per_step"] for c in found[reference].values()])
+            s: np.mean([c["training"]["median_step_seconds"] for c in found[s].values()])
+            / np.mean([c["training"]["median_step_seconds"] for c in found[reference].values()])
             for s in trained
         }
         slow = [f"{s} ({ratios[s]:.3f}x)" for s in trained if ratios[s] > 1.05]
@@ -311,9 +311,10 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "",
             "### Cost",
             "",
-            "Seconds per training step (checkpoint saves included, the same for every strategy), the cell's wall "
-            "time (loading, training and the final evaluation) and its peak resident memory, each against the "
-            "reference's mean. Cells ran one after another in one process tree on a shared 2-core machine.",
+            "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "
+            "the cell's wall time (loading, training and the final evaluation) and its peak resident memory during "
+            "training, each against the reference's mean. Cells ran one after another on a shared 2-core machine; "
+            "the median keeps a few disturbed steps from moving the step time.",
             "",
             *cost_table(found, reference),
             "",

@@ -108,6 +108,7 @@ def test_a_tiny_grid_runs_cells_in_subprocesses_and_records_them(tmp_path, monke
     assert record["recipe"]["seed"] == 7 and record["recipe"]["loss"]["name"] == "ISogCLRLoss"
     assert set(record["scores"]) == {"STSBenchmark", "avg"} and record["training"]["steps"] == 4
     assert [entry["step"] for entry in record["curve"] if "loss" in entry] == [1, 2, 3, 4]
+    assert record["training"]["timed_steps"] == 4 and record["training"]["median_step_seconds"] > 0
     assert record["tau_histogram"]["histograms"][-1]["seen"] == 16
     assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"]
     assert not (tmp_path / "runs" / "tiny" / "isogclr" / "seed-7" / "model").exists()  # only the record is kept
@@ -132,7 +133,7 @@ def _record(strategy: str, seed: int, scores: dict[str, float], train: bool = Tr
         "versions": {"tempnlp": "0.1.0"},
     }
     if train:
-        record["training"] = {"seconds_per_step": step}
+        record["training"] = {"median_step_seconds": step}
         record["recipe"] = {"loss": {"name": "X"}}
         record["curve"] = [{"step": s, "loss": 1.0 / s, "tau_mean": 0.05 + 0.001 * s} for s in (1, 2, 3)]
     return record

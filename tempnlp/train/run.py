@@ -39,7 +39,7 @@ from tempnlp.data.hub import mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
 from tempnlp.state import add_index_column
 from tempnlp.train.callbacks import log_temperature
-from tempnlp.train.logs import TemperatureHistogramCallback, TrainingLogCallback, write_history
+from tempnlp.train.logs import StepTimer, TemperatureHistogramCallback, TrainingLogCallback, write_history
 from tempnlp.train.recipe import Recipe, RecipeError, build_policy, check_loss, is_per_sample
 from tempnlp.train.state import has_loss_state, track_loss_state
 
@@ -336,6 +336,8 @@ def run_recipe(
     elif hasattr(loss, "temperature_stats"):
         log_temperature(trainer)
     trainer.add_callback(TrainingLogCallback(output_dir))
+    timer = StepTimer()
+    trainer.add_callback(timer)
     if is_per_sample(type(loss)):
         histograms = TemperatureHistogramCallback(loss, output_dir)
         histograms.trainer = trainer
@@ -365,6 +367,7 @@ def run_recipe(
             "steps": trainer.state.global_step,
             "seconds": round(train_seconds, 1),
             "seconds_per_step": round(train_seconds / max(1, output.global_step), 4),
+            **timer.summary(),  # steps of this process only: a resumed run times the steps after the checkpoint
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "resumed": resume,

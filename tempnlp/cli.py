@@ -19,9 +19,13 @@ def _train(args: argparse.Namespace) -> int:
     from tempnlp.train.recipe import load_recipe
 
     recipe, _ = load_recipe(args.recipe, args.set or [], args.variant)
+    stem = Path(args.recipe).stem + (f"-{args.variant}" if args.variant else "")
+    output_dir = Path(args.output_dir) if args.output_dir else Path("runs") / stem
     if args.dry_run:
         from tempnlp.data.sources import locate
+        from tempnlp.train.run import training_arguments
 
+        training_arguments(recipe, output_dir)  # the trainer's own checks of the training values
         data = locate(
             recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
         )
@@ -29,8 +33,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from tempnlp.train.run import run_recipe
 
-    stem = Path(args.recipe).stem + (f"-{args.variant}" if args.variant else "")
-    run_recipe(recipe, args.output_dir or Path("runs") / stem, resume=args.resume)
+    run_recipe(recipe, output_dir, resume=args.resume)
     return 0
 
 

@@ -79,6 +79,24 @@ def test_wrong_types_and_values_are_named():
     assert "set scale (= 1/tau" in _error(_minimal(loss={"name": "MultipleNegativesRankingLoss", "temperature": 0.05}))
     assert "loss.num_samples is set by tempnlp" in _error(_minimal(loss={"name": "ISogCLRLoss", "num_samples": 10}))
     assert "training.output_dir is not set in recipes: use --output-dir" in _error(_minimal(training__output_dir="x"))
+    assert "training.bf16 is not set in recipes: use the top-level precision: bf16" in _error(
+        _minimal(training__bf16=True)
+    )
+    assert "evaluation.sts.tasks must be list[str] or null, got list ([12])" in _error(
+        _minimal(evaluation={"sts": {"tasks": [12]}})
+    )
+    assert "evaluation.sts.tasks: " in _error(_minimal(evaluation={"sts": {"tasks": ["STSB-typo"]}}))
+    assert "data.file only applies to format sentences, not 'nli-triplets'" in _error(_minimal(data__file="x.txt"))
+
+
+def test_loss_arguments_are_checked_by_building_the_loss_before_the_model_loads():
+    message = _error(_minimal(loss={"name": "ISogCLRLoss", "tau_min": 0.5, "tau_max": 0.1}))
+    assert message.startswith("recipe: loss: tau_min (0.5) must not exceed tau_max (0.1)")
+    message = _error(_minimal(loss={"name": "DCLLoss", "temperature": 0.05, "queue_size": -3}))
+    assert "loss: queue size must be a positive int, got -3" in message
+    assert "loss.similarity_fct must be" in _error(
+        _minimal(loss={"name": "MultipleNegativesRankingLoss", "similarity_fct": "cos_sim"})
+    )
 
 
 def test_unknown_loss_and_policy_suggest_the_closest():
@@ -161,6 +179,13 @@ def test_a_used_output_dir_needs_resume_and_the_same_recipe(tmp_path):
     from tempnlp.train.run import RECIPE_FILE, prepare_output_dir
 
     recipe = validate(_minimal())
+    foreign = tmp_path / "project"
+    (foreign / "model").mkdir(parents=True)
+    with pytest.raises(RecipeError, match="is not empty and holds no run to resume"):
+        prepare_output_dir(foreign, recipe, resume=False)
+    (foreign / "model").rmdir()
+    (foreign / RECIPE_FILE).write_text(recipe.to_yaml())  # the same run, stopped before its first checkpoint
+    prepare_output_dir(foreign, recipe, resume=False)
     (tmp_path / "checkpoint-2").mkdir()
     with pytest.raises(RecipeError, match=r"already holds a run.*Pass --resume"):
         prepare_output_dir(tmp_path, recipe, resume=False)
@@ -169,8 +194,48 @@ def test_a_used_output_dir_needs_resume_and_the_same_recipe(tmp_path):
     changed = validate(_minimal(training={"max_steps": 2, "learning_rate": 1e-4}))
     with pytest.raises(RecipeError, match=r"recipe differs .*training.learning_rate: None -> 0.0001"):
         prepare_output_dir(tmp_path, changed, resume=True)
+    evaluation_only = validate(_minimal(evaluation={"sts": {"tasks": ["STSBenchmark"]}}))
+    prepare_output_dir(tmp_path, evaluation_only, resume=True)  # evaluation acts after training: may change
     with pytest.raises(FileNotFoundError, match="no checkpoint-\\* folder"):
         prepare_output_dir(tmp_path / "empty", recipe, resume=True)
+
+
+def test_precision_auto_picks_native_bf16_then_fp16_on_a_gpu_and_fp32_on_cpu(monkeypatch):
+    from tempnlp.train.run import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto") == "fp32" and resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    native = {"value": False}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native["value"])
+    assert resolve_precision("auto") == "fp16"  # a T4 / V100: emulated bf16 is not taken
+    native["value"] = True
+    assert resolve_precision("auto") == "bf16" and resolve_precision("auto", use_cpu=True) == "fp32"
+    assert resolve_precision("fp32") == "fp32"
+
+
+def test_dry_run_validates_and_prints_the_resolved_recipe(mirror, monkeypatch, capsys):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    assert main(["train", str(RECIPES / "sup-simcse-nli.yaml"), "--variant", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "per_device_train_batch_size: 64" in out and "# data: stanfordnlp/snli from the mirror" in out
+    assert main(["train", str(RECIPES / "quickstart.yaml"), "--dry-run", "--set", "training.eval_strategy=step"]) == 2
+    assert "training:" in capsys.readouterr().err
+
+
+def test_save_model_never_replaces_a_foreign_model(tmp_path, static_model):
+    from tempnlp.train.run import MODEL_DIR, save_model
+
+    (tmp_path / MODEL_DIR).mkdir()
+    (tmp_path / MODEL_DIR / "weights.bin").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="holds another model"):
+        save_model(static_model, tmp_path, "", "recipe: 1\n")
+    assert (tmp_path / MODEL_DIR / "weights.bin").read_bytes() == b"precious"
+    (tmp_path / MODEL_DIR / "weights.bin").unlink()
+    (tmp_path / MODEL_DIR / "tempnlp_recipe.yaml").write_text("recipe: 1\n")  # this run's own: replaced
+    save_model(static_model, tmp_path, "", "recipe: 1\n")
+    assert (tmp_path / MODEL_DIR / "modules.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MODEL_DIR]  # no temporary or old folder left
 
 
 def test_the_resolved_recipe_round_trips(tmp_path):
@@ -267,11 +332,12 @@ def test_sup_simcse_recipe_cpu_variant_end_to_end(run_env, tiny_model_path):
     assert results["scores"]["before"] is None and results["recipe"]["training"]["per_device_train_batch_size"] == 8
 
 
-def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path):
+def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path, capsys):
     out = run_env / "unsup"
     args = ["train", str(RECIPES / "unsup-simcse.yaml"), "--variant", "per-sample", "--output-dir", str(out)]
     sets = _sets("evaluation.before=false", "training.num_train_epochs=2", "data.limit=32")
     assert main([*args, "--set", f"model.name={tiny_model_path}", *sets]) == 0
+    assert "using its sample wiki1m_for_simcse.head.txt" in capsys.readouterr().out
     _check_outputs(out, "ISogCLRLoss")
     histograms = json.loads((out / "tau_histograms.json").read_text())
     assert [h["step"] for h in histograms["histograms"]] == [4, 8]
@@ -299,6 +365,8 @@ def test_retrieval_recipe_end_to_end(run_env, tiny_model_path, capsys):
     assert "mining 1 hard negative(s) for 32 pairs" in printed and "| ndcg@10" in printed
     results = _check_outputs(out, "ISogCLRLoss")
     assert set(results["scores"]["after"]["retrieval"]["scores"]) == {"ndcg@10", "mrr@10", "recall@100"}
+    last = json.loads((out / "tau_histograms.json").read_text())["histograms"][-1]
+    assert last["seen"] == 32 and last["document"]["seen"] == 32  # bimodal: both sides' temperatures
     # a second run mines nothing: the mined set is cached by data, settings and model weights
     assert main([*args[:3], str(run_env / "ret2"), *args[4:], *sets]) == 0
     assert "hard negatives from the cache" in capsys.readouterr().out
@@ -313,15 +381,17 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_m
         """Stops the run right after checkpoint-4 is written, as a kill would."""
 
         def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 4:
+            if state.global_step == 3:
                 raise KeyboardInterrupt
 
     sets = [f"model.name={tiny_model_path}", *SHRINK, "evaluation.before=false", "evaluation.sts=null"]
-    recipe, _ = load_recipe(RECIPES / "unsup-simcse.yaml", [*sets, "data.limit=32"], "per-sample")  # 2 epochs
+    # 32 sentences at batch 8: 4 steps an epoch, 2 epochs; checkpoints at 3 and 6, so the run stops mid-epoch
+    sets += ["data.limit=32", "training.save_steps=3", "training.eval_steps=3"]
+    recipe, _ = load_recipe(RECIPES / "unsup-simcse.yaml", sets, "per-sample")
     run_recipe(recipe, run_env / "straight", log=lambda text: None)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, run_env / "resumed", callbacks=[Interrupt()], log=lambda text: None)
-    assert not (run_env / "resumed" / "model").exists() and (run_env / "resumed" / "checkpoint-4").is_dir()
+    assert not (run_env / "resumed" / "model").exists() and (run_env / "resumed" / "checkpoint-3").is_dir()
     with pytest.raises(RecipeError, match="Pass --resume"):
         run_recipe(recipe, run_env / "resumed", log=lambda text: None)
     run_recipe(recipe, run_env / "resumed", resume=True, log=lambda text: None)
@@ -333,8 +403,9 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_m
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    state_a = torch.load(run_env / "straight" / "checkpoint-8" / "loss_state.pt", weights_only=True)
-    state_b = torch.load(run_env / "resumed" / "checkpoint-8" / "loss_state.pt", weights_only=True)
-    assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    state_a = torch.load(run_env / "straight" / "checkpoint-6" / "loss_state.pt", weights_only=True)
+    state_b = torch.load(run_env / "resumed" / "checkpoint-6" / "loss_state.pt", weights_only=True)
+    assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    assert bool(state_a["objective.query_state.seen"].all())  # the state compared has seen every sample
     history = json.loads((run_env / "resumed" / "log_history.json").read_text())
     assert [entry["step"] for entry in history if "loss" in entry] == list(range(1, 9))  # no step logged twice

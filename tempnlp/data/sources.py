@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +20,6 @@ from datasets import Dataset
 
 from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl
 from tempnlp.data.nli import nli_triplets
-
-logger = logging.getLogger(__name__)
 
 CACHE_ENV = "TEMPNLP_CACHE"
 
@@ -130,7 +127,7 @@ def _rows(located: Located, split: str, subset: str | None = None) -> Iterator[d
     yield from read_jsonl(path)
 
 
-def _sentences(located: Located, file: str) -> Iterator[str]:
+def _sentences(located: Located, file: str, log: Callable[[str], None]) -> Iterator[str]:
     if located.source == "hub":
         from huggingface_hub import hf_hub_download
 
@@ -138,7 +135,7 @@ def _sentences(located: Located, file: str) -> Iterator[str]:
     else:
         path = _sentence_file(located.folder, file)
         if path.name != file:
-            logger.warning("%s: using %s, the mirror's sample of %s", located.dataset_id, path.name, file)
+            log(f"data: {file} is not in {located.folder}; using its sample {path.name}")
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
@@ -204,7 +201,7 @@ def build_train_dataset(
     if spec.format == "nli-triplets":
         dataset = nli_triplets(_rows(located, spec.split), limit=spec.limit)
     elif spec.format == "sentences":
-        sentences = _first(_sentences(located, spec.file), spec.limit)
+        sentences = _first(_sentences(located, spec.file, log), spec.limit)
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
     elif spec.format == "columns":
         rows = _first(_rows(located, spec.split, spec.subset), spec.limit)
@@ -246,8 +243,12 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
     fingerprint = _model_fingerprint(model_path)
     cache = None
     if fingerprint is not None:
+        # The data enter the key by path, size and modification time of their files (hashing SciFact's corpus
+        # on every run would cost more than it saves), the model by the hash of its weights.
+        files = sorted(p for p in Path(folder).resolve().rglob("*") if p.is_file())
+        stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
         key = json.dumps(
-            {"data": str(folder), "split": spec.split, "limit": spec.limit, "mining": settings, "model": fingerprint},
+            {"data": stamps, "split": spec.split, "limit": spec.limit, "mining": settings, "model": fingerprint},
             sort_keys=True,
         )
         root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tempnlp")

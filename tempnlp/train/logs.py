@@ -85,9 +85,10 @@ def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomic(folder / LOG_CSV, buffer.getvalue())
 
 
-def per_sample_temperatures(loss) -> np.ndarray | None:
-    """The temperatures of the samples seen so far, for losses with per-sample state; None otherwise."""
-    state = getattr(getattr(loss, "objective", None), "query_state", None)
+def per_sample_temperatures(loss, side: str = "query") -> np.ndarray | None:
+    """The temperatures of the samples seen so far on one side (``query``, or ``document`` for a symmetric loss),
+    for losses with per-sample state; None otherwise."""
+    state = getattr(getattr(loss, "objective", None), f"{side}_state", None)
     if state is None:
         return None
     seen = state.seen
@@ -112,33 +113,41 @@ class TemperatureHistogramCallback(TrainerCallback):
         self.histograms: list[dict[str, Any]] = []
         self.trainer = None
 
+    def _summary(self, values: np.ndarray) -> dict[str, Any]:
+        if not values.size:
+            return {"seen": 0}
+        counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
+        q05, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
+        return {
+            "seen": int(values.size),
+            "mean": float(values.mean()),
+            "q05": float(q05),
+            "median": float(q50),
+            "q95": float(q95),
+            "counts": counts.tolist(),
+        }
+
     def record(self, state) -> None:
         values = per_sample_temperatures(self.loss)
         if values is None or not state.is_world_process_zero:
             return
-        entry: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "seen": int(values.size)}
-        if values.size:
-            counts, _ = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), bins=self.edges)
-            q05, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
-            entry.update(
-                mean=float(values.mean()),
-                q05=float(q05),
-                median=float(q50),
-                q95=float(q95),
-                counts=counts.tolist(),
-            )
-            self._tensorboard(values, state.global_step)
+        entry: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, **self._summary(values)}
+        self._tensorboard("train/tau_i", values, state.global_step)
+        documents = per_sample_temperatures(self.loss, "document")  # the symmetric loss's second side
+        if documents is not None:
+            entry["document"] = self._summary(documents)
+            self._tensorboard("train/tau_i_document", documents, state.global_step)
         self.histograms = [h for h in self.histograms if h["step"] != state.global_step] + [entry]
         write_json_atomic(
             self.folder / HISTOGRAM_JSON, {"edges": self.edges.round(6).tolist(), "histograms": self.histograms}
         )
 
-    def _tensorboard(self, values: np.ndarray, step: int) -> None:
-        if self.trainer is None:
+    def _tensorboard(self, tag: str, values: np.ndarray, step: int) -> None:
+        if self.trainer is None or not values.size:
             return
         for callback in self.trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback) and getattr(callback, "tb_writer", None) is not None:
-                callback.tb_writer.add_histogram("train/tau_i", torch.from_numpy(values), step)
+                callback.tb_writer.add_histogram(tag, torch.from_numpy(values), step)
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         path = self.folder / HISTOGRAM_JSON

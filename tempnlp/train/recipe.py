@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import torch
 import yaml
 
 
@@ -113,8 +114,12 @@ class DataSpec:
             raise RecipeError("data.format 'sentences' reads a text file: set data.file (e.g. wiki1m_for_simcse.txt).")
         if self.format == "columns" and not self.columns:
             raise RecipeError("data.format 'columns' needs data.columns: the text columns in loss order.")
-        if self.format != "columns" and self.columns:
-            raise RecipeError(f"data.columns only applies to format 'columns'; format {self.format!r} builds its own.")
+        for option, formats in (("file", ("sentences",)), ("subset", ("columns",)), ("columns", ("columns",)),
+                                ("hard_negatives", ("beir",))):  # fmt: skip
+            if getattr(self, option) is not None and self.format not in formats:
+                raise RecipeError(
+                    f"data.{option} only applies to format {' or '.join(formats)}, not {self.format!r}: remove it."
+                )
         if self.format == "beir" and self.hard_negatives is None:
             self.hard_negatives = HardNegativeSpec()
 
@@ -201,6 +206,8 @@ def closest(key: str, valid: typing.Iterable[str]) -> str:
     lowered = {name.lower(): name for name in valid}
     match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.5)
     suggestion = f" Did you mean {lowered[match[0]]!r}?" if match else ""
+    if len(valid) > 20:  # TrainingArguments has ~150: point at the documentation instead of listing them
+        return f"{suggestion} ({len(valid)} valid keys; see the documentation of the class they are passed to.)"
     return f"{suggestion} Valid keys: {', '.join(sorted(valid))}."
 
 
@@ -219,6 +226,8 @@ def _type_name(annotation: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in get_args(annotation))
     if annotation is type(None):
         return "null"
+    if get_origin(annotation) is not None:  # list[str], dict[str, Any]: the full form says what the items are
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -246,6 +255,8 @@ def matches(value: Any, annotation: Any) -> bool:
         return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
     if origin is dict or annotation is dict:
         return isinstance(value, dict)
+    if origin is collections.abc.Callable or annotation is collections.abc.Callable:
+        return False  # a function cannot be written in YAML
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return isinstance(value, annotation) or value in {member.value for member in annotation}
     if isinstance(annotation, type):
@@ -421,7 +432,25 @@ def check_loss(spec: LossSpec, data: DataSpec) -> type:
         raise RecipeError(
             "TempNetLoss is one-directional: remove loss.symmetric, or use ISogCLRLoss for a symmetric loss."
         )
+    _construct("loss", cls, {**loss_arguments(spec, cls, num_samples=1), "model": _ShapeOnlyModel()})
     return cls
+
+
+class _ShapeOnlyModel(torch.nn.Module):
+    """Stands in for the encoder so a loss can be built, and its arguments checked, before the model loads."""
+
+    def get_embedding_dimension(self) -> int:
+        return 8
+
+
+def loss_arguments(spec: LossSpec, cls: type, num_samples: int) -> dict[str, Any]:
+    """The loss's keyword arguments: the recipe's parameters, the built temperature policy, the dataset size."""
+    kwargs = dict(spec.params)
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature if spec.name == "SogCLRLoss" else build_policy(spec.temperature)
+    if is_per_sample(cls):
+        kwargs["num_samples"] = num_samples
+    return kwargs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -429,6 +458,8 @@ def check_loss(spec: LossSpec, data: DataSpec) -> type:
 
 FORBIDDEN_TRAINING_KEYS = {
     "output_dir": "use --output-dir",
+    "bf16": "use the top-level precision: bf16",
+    "fp16": "use the top-level precision: fp16",
     "seed": "use the top-level seed",
     "resume_from_checkpoint": "use --resume",
 }
@@ -517,6 +548,13 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         recipe = _build(Recipe, raw, "")
         check_training(recipe.training)
         check_loss(recipe.loss, recipe.data)
+        if recipe.evaluation.sts is not None:
+            from tempnlp.evaluation.sts import resolve_tasks
+
+            try:
+                resolve_tasks(recipe.evaluation.sts.tasks)
+            except ValueError as error:
+                raise RecipeError(f"evaluation.sts.tasks: {error}") from error
     except RecipeError as error:
         raise RecipeError(f"{source}: {error}") from None
     return recipe

@@ -32,7 +32,7 @@ from sentence_transformers import (
     SentenceTransformerTrainingArguments,
 )
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
@@ -40,7 +40,7 @@ from tempnlp.data.sources import Located, beir_folder, build_train_dataset, loca
 from tempnlp.state import add_index_column
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.logs import StepTimer, TemperatureHistogramCallback, TrainingLogCallback, write_history
-from tempnlp.train.recipe import Recipe, RecipeError, build_policy, check_loss, is_per_sample
+from tempnlp.train.recipe import Recipe, RecipeError, check_loss, is_per_sample, loss_arguments
 from tempnlp.train.state import has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -63,6 +63,10 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
+def _same_recipe(saved: Path, recipe: Recipe) -> bool:
+    return saved.is_file() and saved.read_text(encoding="utf-8") == recipe.to_yaml()
+
+
 def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
     """Refuse to mix runs: a fresh run needs a fresh folder, a resumed one the same recipe."""
     checkpoints = sorted(output_dir.glob("checkpoint-*"))
@@ -77,7 +81,10 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             from tempnlp.train.recipe import parse_yaml
 
             before, now = _flatten(parse_yaml(saved.read_text(), str(saved))), _flatten(recipe.to_dict())
-            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            # Evaluation settings may change (they act after training); anything that shapes training may not.
+            changed = sorted(
+                k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and not k.startswith("evaluation.")
+            )
             if changed:
                 details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
                 raise RecipeError(
@@ -90,6 +97,23 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             f"{output_dir} already holds a run ({(checkpoints or [output_dir / RESULTS_FILE])[-1].name}). Pass "
             "--resume to continue it, or choose another --output-dir."
         )
+    elif output_dir.is_dir() and any(output_dir.iterdir()) and not _same_recipe(saved, recipe):
+        # A run writes model/ and more: never over other files. The folder of the same run that stopped before
+        # its first checkpoint is fine: it holds nothing a restart would trust.
+        raise RecipeError(
+            f"{output_dir} is not empty and holds no run to resume. A run needs an empty or new folder: choose "
+            "another --output-dir."
+        )
+
+
+def resolve_precision(precision: str, *, use_cpu: bool = False) -> str:
+    """``auto``: bf16 on a GPU with native bf16 (Ampere and later), fp16 on an older GPU, fp32 on CPU. Emulated
+    bf16 (what ``is_bf16_supported()`` reports by default on a T4 or V100) would be slower than fp16."""
+    if precision != "auto":
+        return precision
+    if not torch.cuda.is_available() or use_cpu:
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
 
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerTrainingArguments:
@@ -100,11 +124,9 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerT
     values.setdefault("report_to", ["tensorboard"] if find_spec("tensorboard") else "none")
     if recipe.evaluation.stsb_validation:
         values.setdefault("eval_strategy", "steps")
-    if recipe.precision == "bf16" or (recipe.precision == "auto" and torch.cuda.is_available()):
-        bf16 = recipe.precision == "bf16" or torch.cuda.is_bf16_supported()
-        values.setdefault("bf16" if bf16 else "fp16", True)
-    elif recipe.precision == "fp16":
-        values.setdefault("fp16", True)
+    precision = resolve_precision(recipe.precision, use_cpu=bool(values.get("use_cpu", False)))
+    if precision != "fp32":
+        values[precision] = True
     try:
         return SentenceTransformerTrainingArguments(output_dir=str(output_dir), seed=recipe.seed, **values)
     except (TypeError, ValueError) as error:
@@ -145,14 +167,8 @@ def stsb_validation(max_seq_length: int, batch_size: int = 64) -> EmbeddingSimil
 
 def build_loss(recipe: Recipe, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
     cls = check_loss(recipe.loss, recipe.data)
-    kwargs = dict(recipe.loss.params)
-    if recipe.loss.temperature is not None:
-        temperature = recipe.loss.temperature
-        kwargs["temperature"] = temperature if recipe.loss.name == "SogCLRLoss" else build_policy(temperature)
-    if is_per_sample(cls):
-        kwargs["num_samples"] = num_samples
     try:
-        return cls(model, **kwargs)
+        return cls(model, **loss_arguments(recipe.loss, cls, num_samples))
     except (TypeError, ValueError) as error:
         raise RecipeError(f"loss {recipe.loss.name}: {error}") from error
 
@@ -230,7 +246,7 @@ def _peak_memory_mib() -> dict[str, float]:
     return {key: round(value, 1) for key, value in peak.items()}
 
 
-def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, rows: int, table: str) -> str:
+def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, rows: int) -> str:
     config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
     parameters = ", ".join(f"{key}={value}" for key, value in config.items())
     return (
@@ -241,8 +257,7 @@ def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, ro
         f"examples, read {data.describe().split(' ', 1)[1]})\n"
         f"- Base model: `{recipe.model.name}`; seed {recipe.seed}\n"
         f"- Repeat the run: `tempnlp train {RECIPE_FILE}` with the recipe saved beside this folder (and as "
-        "`tempnlp_recipe.yaml` here)\n\n"
-        f"Final scores (x 100):\n\n{table}\n"
+        "`tempnlp_recipe.yaml` here)\n"
     )
 
 
@@ -261,8 +276,15 @@ def _temperature_text(loss: torch.nn.Module) -> str:
 
 
 def save_model(model: SentenceTransformer, output_dir: Path, section: str, recipe_yaml: str) -> Path:
-    """Write the model folder aside, then rename it into place: a reader never sees half a model."""
+    """Write the model folder aside, then rename it into place: a reader never sees half a model.
+
+    A ``model/`` already there is replaced only when it is this run's own (it holds the same recipe), as after a
+    resumed run that had finished once; :func:`prepare_output_dir` refuses foreign folders before training.
+    """
     final = output_dir / MODEL_DIR
+    own = final / "tempnlp_recipe.yaml"
+    if final.exists() and (not own.is_file() or own.read_text(encoding="utf-8") != recipe_yaml):
+        raise FileExistsError(f"{final} holds another model; not replacing it. Move it away and run again.")
     temporary = output_dir / f".{MODEL_DIR}.tmp{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     model.save_pretrained(str(temporary))
@@ -279,6 +301,17 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
     return final
 
 
+def _check_processes(recipe: Recipe) -> None:
+    """Under torchrun, per-sample state must see the global batch: refuse before anything loads."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cls = check_loss(recipe.loss, recipe.data)
+    if world_size > 1 and is_per_sample(cls) and not recipe.loss.params.get("gather_across_devices", False):
+        raise RecipeError(
+            f"{recipe.loss.name} keeps per-sample state, which would diverge across the {world_size} processes: set "
+            "loss.gather_across_devices: true so every process updates the global batch's state."
+        )
+
+
 def run_recipe(
     recipe: Recipe,
     output_dir: str | Path,
@@ -293,6 +326,7 @@ def run_recipe(
     start = time.perf_counter()
     output_dir = Path(output_dir)
     prepare_output_dir(output_dir, recipe, resume)
+    _check_processes(recipe)
     args = training_arguments(recipe, output_dir)  # bad training values fail before anything loads
     data = locate(
         recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
@@ -303,12 +337,14 @@ def run_recipe(
     if main:
         write_text_atomic(output_dir / RECIPE_FILE, recipe_yaml)
 
+    set_seed(recipe.seed)  # mining with sampling_strategy: random, and anything else drawn before the trainer
     path, message = _model_source(recipe.model.name)
     say(message)
     say(f"data: {data.describe()}")
     model = SentenceTransformer(path, trust_remote_code=recipe.model.trust_remote_code)
     eval_length = model.max_seq_length
-    train_dataset = build_train_dataset(recipe.data, data, model, model_path=path, log=say)
+    with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
+        train_dataset = build_train_dataset(recipe.data, data, model, model_path=path, log=say)
     say(f"data: {len(train_dataset)} examples, columns {', '.join(train_dataset.column_names)}")
     loss = build_loss(recipe, model, len(train_dataset))
     if is_per_sample(type(loss)):
@@ -317,13 +353,15 @@ def run_recipe(
     retrieval_folder = beir_folder(retrieval_data) if retrieval_data is not None else None
 
     before = None
-    if recipe.evaluation.before and main and (recipe.evaluation.sts is not None or retrieval_folder is not None):
-        saved_before = output_dir / BEFORE_FILE
-        if resume and saved_before.is_file():
-            before = json.loads(saved_before.read_text())
-        else:
-            before = _scores(model, recipe, "before training", retrieval_folder, say)
-            write_json_atomic(saved_before, before)
+    with args.main_process_first(desc="scores before training"):  # the other ranks wait here, not in a collective
+        wanted = recipe.evaluation.sts is not None or retrieval_folder is not None
+        if recipe.evaluation.before and main and wanted:
+            saved_before = output_dir / BEFORE_FILE
+            if resume and saved_before.is_file():
+                before = json.loads(saved_before.read_text())
+            else:
+                before = _scores(model, recipe, "before training", retrieval_folder, say)
+                write_json_atomic(saved_before, before)
 
     evaluator = stsb_validation(eval_length) if recipe.evaluation.stsb_validation else None
     if recipe.model.max_seq_length is not None:
@@ -345,7 +383,7 @@ def run_recipe(
     for callback in callbacks:
         trainer.add_callback(callback)
     train_start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=True if resume else None)
     train_seconds = time.perf_counter() - train_start
     peak_memory = _peak_memory_mib()  # of training (and what came before), not of the final evaluation
     model.max_seq_length = eval_length
@@ -353,11 +391,15 @@ def run_recipe(
         return {}
     write_history(output_dir, trainer.state.log_history)
 
+    # The model is saved before the final evaluation, so a failing evaluation never costs the training.
+    section = _model_card_section(recipe, loss, data, len(train_dataset))
+    model_dir = save_model(model, output_dir, section, recipe_yaml)
     after = _scores(model, recipe, "after training", retrieval_folder, say)
     table = score_table(before, after)
-    section = _model_card_section(recipe, loss, data, len(train_dataset), table)
-    model_dir = save_model(model, output_dir, section, recipe_yaml)
+    card = model_dir / "README.md"
+    write_text_atomic(card, card.read_text(encoding="utf-8") + f"\nFinal scores (x 100):\n\n{table}\n")
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    timing = timer.summary()
     results = {
         "recipe": recipe.to_dict(),
         "model_dir": str(model_dir),
@@ -365,9 +407,9 @@ def run_recipe(
         "scores": {"before": before, "after": after},
         "train": {
             "steps": trainer.state.global_step,
-            "seconds": round(train_seconds, 1),
-            "seconds_per_step": round(train_seconds / max(1, output.global_step), 4),
-            **timer.summary(),  # steps of this process only: a resumed run times the steps after the checkpoint
+            "seconds": round(train_seconds, 1),  # of this process: after the checkpoint when resumed
+            "seconds_per_step": round(train_seconds / max(1, timing.get("timed_steps", 0)), 4),
+            **timing,
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "resumed": resume,

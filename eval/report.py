@@ -275,7 +275,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
     found = load_results(results, grid)
     total = sum(1 for _ in _expected_cells(grid))
     done = sum(len(cells) for cells in found.values())
-    command = f"TEMPNLP_MIRROR=../shared/mirror python -m eval.grid {path.relative_to(relative_to)}"
+    command = f"TEMPNLP_MIRROR=../shared/mirror python -m eval.grid eval/grids/{path.name}"
     lines = [f"## {grid['name']}", "", grid.get("description", "").strip(), "", f"Run: `{command}`", ""]
     lines.append(f"Cells finished: {done} of {total}.")
     missing = [s for s in grid["strategies"] if s not in found]

@@ -191,3 +191,16 @@ def test_report_says_which_cells_are_missing(tmp_path):
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "Cells finished: 6 of 10." in text
     assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text
+
+
+def test_the_committed_report_is_what_the_committed_results_rebuild(tmp_path):
+    """eval/report.md is generated, never edited: rebuilding it from the committed result files gives it back."""
+    committed = ROOT / "eval" / "report.md"
+    assert committed.is_file(), "eval/report.md is missing: run python -m eval.report"
+    rebuilt = report_module.build_report(
+        report_module.GRIDS,
+        report_module.RESULTS,
+        tmp_path / "eval" / "report.md",
+        tmp_path / "eval" / "results" / "plots",
+    )
+    assert rebuilt == committed.read_text()

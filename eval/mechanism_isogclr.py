@@ -12,7 +12,6 @@ tau_i and the size of sample i's cluster is reported (target >= 0.5), with a plo
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from scipy.stats import spearmanr
 
 from tempnlp._io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from tempnlp._plots import figure_png, pyplot
 from tempnlp.objectives import ISogCLR
 
 RESULTS = Path(__file__).parent / "results"
@@ -103,10 +103,7 @@ def run(
 
 
 def plot(result: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     jitter = np.exp(np.random.default_rng(0).normal(0, 0.04, size=len(result["_sizes"])))
@@ -123,10 +120,7 @@ def plot(result: dict) -> bytes:
     )
     axis.legend()
     axis.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure, dpi=120, bbox_inches="tight")
 
 
 SETTINGS = {

@@ -12,7 +12,6 @@ command again on the same files reproduces the report and the plots byte for byt
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from scipy import stats
 
 from eval.grid import ROOT, load_grid
 from tempnlp._io import write_bytes_atomic, write_text_atomic
+from tempnlp._plots import figure_png, pyplot
 
 GRIDS = ROOT / "eval" / "grids"
 RESULTS = ROOT / "eval" / "results" / "grids"
@@ -173,27 +173,19 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
 # ----------------------------------------------------------------------------------------------------- plots
 
 
-def _png(figure) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
+def _png(figure, axis, *, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Label, legend and grid as every report plot has them; PNG without a version stamp, so reproducible."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})  # no version stamp: reproducible
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return figure_png(figure, dpi=100, metadata={"Software": None})
 
 
 def plot_temperatures(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]]) -> bytes | None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = False
     for strategy, cells in found.items():
@@ -207,16 +199,17 @@ def plot_temperatures(grid: dict[str, Any], found: dict[str, dict[int, dict[str,
     if not drawn:
         plt.close(figure)
         return None
-    axis.set_xlabel("training step")
-    axis.set_ylabel("mean temperature of the step's batch")
-    axis.set_title(f"{grid['name']}: temperature during training (first seed)")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    return _png(figure)
+    return _png(
+        figure,
+        axis,
+        xlabel="training step",
+        ylabel="mean temperature of the step's batch",
+        title=f"{grid['name']}: temperature during training (first seed)",
+    )
 
 
 def plot_per_sample(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]]) -> bytes | None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = False
     for strategy, cells in found.items():
@@ -237,16 +230,17 @@ def plot_per_sample(grid: dict[str, Any], found: dict[str, dict[int, dict[str, A
         plt.close(figure)
         return None
     axis.set_xscale("log")
-    axis.set_xlabel("learned per-sample temperature tau_i (end of training)")
-    axis.set_ylabel("fraction of training samples")
-    axis.set_title(f"{grid['name']}: per-sample temperatures (first seed)")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    return _png(figure)
+    return _png(
+        figure,
+        axis,
+        xlabel="learned per-sample temperature tau_i (end of training)",
+        ylabel="fraction of training samples",
+        title=f"{grid['name']}: per-sample temperatures (first seed)",
+    )
 
 
 def plot_cost(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     for strategy, cells in found.items():
         walls = [c["wall_seconds"] for c in cells.values()]
@@ -260,12 +254,13 @@ def plot_cost(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]],
             capsize=3,
             label=strategy,
         )
-    axis.set_xlabel("wall time of the cell (s): training and evaluation")
-    axis.set_ylabel(summary)
-    axis.set_title(f"{grid['name']}: {summary} against wall time (mean ± std over seeds)")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    return _png(figure)
+    return _png(
+        figure,
+        axis,
+        xlabel="wall time of the cell (s): training and evaluation",
+        ylabel=summary,
+        title=f"{grid['name']}: {summary} against wall time (mean ± std over seeds)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- report

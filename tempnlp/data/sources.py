@@ -159,26 +159,20 @@ def _first(items: Iterable, limit: int | None) -> list:
     return out
 
 
-def beir_pairs(folder: Path, split: str, limit: int | None = None) -> Dataset:
-    """(query, relevant document) pairs of a BEIR split, documents as ``title + " " + text`` like mteb."""
-    from tempnlp.evaluation.retrieval import load_beir
+def beir_pairs(folder: Path, split: str, limit: int | None = None) -> tuple[Dataset, list[str]]:
+    """(query, relevant document) pairs of a BEIR split and the corpus texts, documents as mteb embeds them."""
+    from tempnlp.evaluation.retrieval import document_text, load_beir
 
     corpus, queries, qrels = load_beir(folder, split)
     pairs = [
-        (queries[qid], f"{corpus[doc]['title']} {corpus[doc]['text']}".strip())
+        (queries[qid], document_text(corpus[doc]))
         for qid, docs in qrels.items()
         for doc, score in docs.items()
         if score > 0
     ]
     pairs = _first(pairs, limit)
-    return Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
-
-
-def beir_corpus(folder: Path) -> list[str]:
-    from tempnlp.evaluation.retrieval import _jsonl, _records
-
-    path = _jsonl(folder, "corpus")
-    return [f"{row.get('title') or ''} {row['text']}".strip() for row in _records(path, ("_id", "text"))]
+    dataset = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
+    return dataset, [document_text(doc) for doc in corpus.values()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +232,7 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
     from sentence_transformers.util import mine_hard_negatives
 
     folder = beir_folder(located)
-    pairs = beir_pairs(folder, spec.split, spec.limit)
+    pairs, documents = beir_pairs(folder, spec.split, spec.limit)
     settings = asdict(spec.hard_negatives)
     fingerprint = _model_fingerprint(model_path)
     cache = None
@@ -262,7 +256,7 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
         model,
         anchor_column_name="anchor",
         positive_column_name="positive",
-        corpus=beir_corpus(folder),
+        corpus=documents,
         range_min=settings["range_min"],
         range_max=settings["range_max"],
         relative_margin=settings["relative_margin"],

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from tempnlp._io import write_bytes_atomic, write_json_atomic
+from tempnlp._plots import figure_png, pyplot
 from tempnlp.evaluation.sts import STSTask, encode_unique, load_mteb_pairs
 
 POSITIVE_THRESHOLD = 4.0
@@ -106,22 +107,8 @@ def diagnose(
     return report
 
 
-def _figure_png(figure) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def _plot_similarities(model_name: str, positive: np.ndarray, random: np.ndarray, report: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
     bins = np.linspace(-1, 1, 81)
@@ -144,14 +131,11 @@ def _plot_similarities(model_name: str, positive: np.ndarray, random: np.ndarray
     right.set_title("Alignment and uniformity (Wang and Isola 2020)")
     right.grid(alpha=0.3)
     figure.suptitle(model_name)
-    return _figure_png(figure)
+    return figure_png(figure, dpi=120, bbox_inches="tight")
 
 
 def _plot_temperatures(model_name: str, temperatures: np.ndarray) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.hist(temperatures, bins=60, color="tab:blue")
@@ -160,4 +144,4 @@ def _plot_temperatures(model_name: str, temperatures: np.ndarray) -> bytes:
     axis.set_ylabel("number of training samples")
     axis.set_title(f"Learned per-sample temperatures ({temperatures.size} samples)\n{model_name}")
     axis.legend()
-    return _figure_png(figure)
+    return figure_png(figure, dpi=120, bbox_inches="tight")

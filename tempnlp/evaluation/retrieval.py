@@ -82,6 +82,11 @@ def load_beir(folder: str | Path, split: str = "test") -> tuple[Corpus, Queries,
     return corpus, queries, qrels
 
 
+def document_text(document: dict[str, str]) -> str:
+    """A BEIR document as mteb embeds it: ``title + " " + text``, stripped."""
+    return f"{document['title']} {document['text']}".strip()
+
+
 def retrieval_evaluator(
     folder: str | Path, split: str = "test", batch_size: int = 64, name: str = ""
 ) -> InformationRetrievalEvaluator:
@@ -89,7 +94,7 @@ def retrieval_evaluator(
     relevant = {qid: {doc for doc, score in docs.items() if score > 0} for qid, docs in qrels.items()}
     return InformationRetrievalEvaluator(
         queries={qid: queries[qid] for qid in relevant if relevant[qid]},
-        corpus={doc_id: f"{doc['title']} {doc['text']}".strip() for doc_id, doc in corpus.items()},
+        corpus={doc_id: document_text(doc) for doc_id, doc in corpus.items()},
         relevant_docs=relevant,
         mrr_at_k=[10],
         ndcg_at_k=[10],

@@ -303,16 +303,35 @@ def evaluate_sts(
     return result
 
 
-def stsb_evaluator(split: str = "validation", batch_size: int = 64) -> EmbeddingSimilarityEvaluator:
+class _AtLength(EmbeddingSimilarityEvaluator):
+    """Evaluates at a fixed token length while the model trains at a shorter one."""
+
+    def __init__(self, *args, max_seq_length: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_seq_length = max_seq_length
+
+    def __call__(self, model, *args, **kwargs):
+        training_length, model.max_seq_length = model.max_seq_length, self.max_seq_length
+        try:
+            return super().__call__(model, *args, **kwargs)
+        finally:
+            model.max_seq_length = training_length
+
+
+def stsb_evaluator(
+    split: str = "validation", batch_size: int = 64, max_seq_length: int | None = None
+) -> EmbeddingSimilarityEvaluator:
     """sentence-transformers' EmbeddingSimilarityEvaluator on STS Benchmark (``mteb/stsbenchmark-sts``).
 
     Gold scores are divided by 5 (the evaluator reports Spearman, which the scaling leaves unchanged).
-    Pass it to ``SentenceTransformerTrainer(evaluator=...)`` to follow STS-B during training.
+    Pass it to ``SentenceTransformerTrainer(evaluator=...)`` to follow STS-B during training. With
+    ``max_seq_length``, it encodes at that length whatever length the model trains at.
     """
     if split not in ("train", "validation", "test"):
         raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}.")
     pairs = load_mteb_pairs(STSTask("STSBenchmark", "mteb/stsbenchmark-sts", "", split=split))
-    return EmbeddingSimilarityEvaluator(
+    at_length = {} if max_seq_length is None else {"max_seq_length": max_seq_length}
+    return (_AtLength if at_length else EmbeddingSimilarityEvaluator)(
         sentences1=pairs.sentences1,
         sentences2=pairs.sentences2,
         scores=(pairs.scores / 5.0).tolist(),
@@ -321,4 +340,5 @@ def stsb_evaluator(split: str = "validation", batch_size: int = 64) -> Embedding
         similarity_fn_names=["cosine"],
         name=f"sts-{split}",
         write_csv=False,
+        **at_length,
     )

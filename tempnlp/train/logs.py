@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
 from tempnlp._io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from tempnlp._plots import figure_png, pyplot
 
 LOG_JSON = "log_history.json"
 LOG_CSV = "log_history.csv"
@@ -166,10 +167,7 @@ class TemperatureHistogramCallback(TrainerCallback):
 
 
 def plot_histograms(edges: np.ndarray, histograms: list[dict[str, Any]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4))
     centres = np.sqrt(edges[:-1] * edges[1:])
@@ -184,8 +182,5 @@ def plot_histograms(edges: np.ndarray, histograms: list[dict[str, Any]]) -> byte
     axis.set_title("Per-sample temperatures during training")
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
-    buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure, dpi=110)

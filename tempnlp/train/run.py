@@ -31,16 +31,16 @@ from sentence_transformers import (
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
-from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 from transformers import TrainerCallback, set_seed
 
 from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
+from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.state import add_index_column
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.logs import StepTimer, TemperatureHistogramCallback, TrainingLogCallback, write_history
-from tempnlp.train.recipe import Recipe, RecipeError, check_loss, is_per_sample, loss_arguments
+from tempnlp.train.recipe import Recipe, RecipeError, check_loss, is_per_sample, loss_arguments, loss_classes
 from tempnlp.train.state import has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -131,38 +131,6 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerT
         return SentenceTransformerTrainingArguments(output_dir=str(output_dir), seed=recipe.seed, **values)
     except (TypeError, ValueError) as error:
         raise RecipeError(f"training: {error}") from error
-
-
-class _AtLength(EmbeddingSimilarityEvaluator):
-    """Evaluates at the model's own token length while the model trains at a shorter one."""
-
-    def __init__(self, *args: Any, max_seq_length: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_seq_length = max_seq_length
-
-    def __call__(self, model, *args: Any, **kwargs: Any):
-        training_length, model.max_seq_length = model.max_seq_length, self.max_seq_length
-        try:
-            return super().__call__(model, *args, **kwargs)
-        finally:
-            model.max_seq_length = training_length
-
-
-def stsb_validation(max_seq_length: int, batch_size: int = 64) -> EmbeddingSimilarityEvaluator:
-    from tempnlp.evaluation.sts import stsb_evaluator
-
-    base = stsb_evaluator("validation", batch_size=batch_size)
-    return _AtLength(
-        sentences1=base.sentences1,
-        sentences2=base.sentences2,
-        scores=base.scores,
-        batch_size=batch_size,
-        main_similarity="cosine",
-        similarity_fn_names=["cosine"],
-        name=base.name,
-        write_csv=False,
-        max_seq_length=max_seq_length,
-    )
 
 
 def build_loss(recipe: Recipe, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
@@ -304,7 +272,7 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
 def _check_processes(recipe: Recipe) -> None:
     """Under torchrun, per-sample state must see the global batch: refuse before anything loads."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cls = check_loss(recipe.loss, recipe.data)
+    cls = loss_classes()[recipe.loss.name]  # the recipe was validated, loss included, when it was loaded
     if world_size > 1 and is_per_sample(cls) and not recipe.loss.params.get("gather_across_devices", False):
         raise RecipeError(
             f"{recipe.loss.name} keeps per-sample state, which would diverge across the {world_size} processes: set "
@@ -363,7 +331,7 @@ def run_recipe(
                 before = _scores(model, recipe, "before training", retrieval_folder, say)
                 write_json_atomic(saved_before, before)
 
-    evaluator = stsb_validation(eval_length) if recipe.evaluation.stsb_validation else None
+    evaluator = stsb_evaluator("validation", max_seq_length=eval_length) if recipe.evaluation.stsb_validation else None
     if recipe.model.max_seq_length is not None:
         model.max_seq_length = recipe.model.max_seq_length
     trainer = SentenceTransformerTrainer(

@@ -4,8 +4,9 @@
 
 A grid file names a recipe, dotted ``settings`` shared by every cell (the equal budget), ``seeds``, a
 ``reference`` strategy and ``strategies``: each a mapping of dotted overrides, or ``{train: false}`` for the
-untrained base model. Every cell runs ``tempnlp train`` (or ``tempnlp eval sts`` / ``eval retrieval`` for the
-base model) in a fresh process, so its wall time and peak memory are its own, then writes
+untrained base model; ``compare_with`` optionally names another grid that the report sets beside this one.
+Every cell runs ``tempnlp train`` (or ``tempnlp eval sts`` / ``eval retrieval`` for the base model) in a fresh
+process, so its wall time and peak memory are its own, then writes
 ``eval/results/grids/<grid>/<strategy>/seed-<n>.json`` atomically. A cell whose file exists is skipped; a cell
 interrupted after a checkpoint resumes from it. Stop the grid at any time and run the same command again, on
 this machine or another with the same checkout.
@@ -30,7 +31,10 @@ from tempnlp.train.recipe import RecipeError, load_recipe, parse_yaml
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "eval" / "results" / "grids"
 RUNS = ROOT / "runs" / "grids"
-GRID_KEYS = {"name", "description", "recipe", "variant", "settings", "seeds", "reference", "strategies", "metric"}
+GRID_KEYS = {
+    *("name", "description", "recipe", "variant", "settings", "seeds"),
+    *("reference", "compare_with", "strategies", "metric"),
+}
 
 
 @dataclass

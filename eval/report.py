@@ -170,6 +170,52 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
     return lines
 
 
+def _final_median_tau(record: dict[str, Any]) -> float | None:
+    histograms = record.get("tau_histogram")
+    if not histograms or "median" not in histograms["histograms"][-1]:
+        return None
+    return float(histograms["histograms"][-1]["median"])
+
+
+def comparison_table(
+    grid: dict[str, Any],
+    found: dict[str, dict[int, dict[str, Any]]],
+    other: dict[str, Any],
+    other_found: dict[str, dict[int, dict[str, Any]]],
+    summary: str,
+) -> list[str]:
+    """Each trained strategy both grids ran: its score and its gain over the reference in each, and how that gain
+    moved from the other grid to this one; per-sample strategies also show their median learned tau_i."""
+    reference = grid["reference"]
+    if reference not in found or other["reference"] not in other_found:
+        return []
+
+    def mean(cells: dict[int, dict[str, Any]]) -> float:
+        return float(np.mean([c["scores"][summary] for c in cells.values()]))
+
+    def tau(cells: dict[int, dict[str, Any]]) -> str:
+        value = _final_median_tau(cells[min(cells)])
+        return "-" if value is None else f"{value:.3f}"
+
+    mine, theirs = grid["name"], other["name"]
+    lines = [
+        f"| strategy | {summary} {theirs} | {summary} {mine} | Δ reference {theirs} | Δ reference {mine} | "
+        f"change in Δ | median tau_i {theirs} | median tau_i {mine} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for strategy, cells in found.items():
+        if strategy not in other_found or not next(iter(cells.values()))["trained"]:
+            continue
+        then, now = other_found[strategy], cells
+        gain_then = mean(then) - mean(other_found[other["reference"]])
+        gain_now = mean(now) - mean(found[reference])
+        lines.append(
+            f"| {strategy} | {mean(then):.2f} | {mean(now):.2f} | {gain_then:+.2f} | {gain_now:+.2f} | "
+            f"{gain_now - gain_then:+.2f} | {tau(then)} | {tau(now)} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
 # ----------------------------------------------------------------------------------------------------- plots
 
 
@@ -318,6 +364,24 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             *targets(grid, found, summary),
             "",
         ]
+    if grid.get("compare_with"):
+        other_path = path.parent / f"{grid['compare_with']}.yaml"
+        if not other_path.is_file():
+            raise FileNotFoundError(f"{path}: compare_with names {grid['compare_with']!r}; {other_path} is missing.")
+        other = load_grid(other_path)
+        table = comparison_table(grid, found, other, load_results(results, other), summary)
+        if table:
+            lines += [
+                f"### Against `{other['name']}`",
+                "",
+                f"The same strategies in both grids, as means over the seeds each has finished. Δ reference is the "
+                f"strategy's {summary} minus its grid's reference; change in Δ is how much more (or less) the strategy "
+                f"gains over the reference here than in `{other['name']}`. Median tau_i is the median learned "
+                "per-sample temperature over the training samples at the end of training (first seed).",
+                "",
+                *table,
+                "",
+            ]
     figures = [
         ("temperature", plot_temperatures(grid, found), "temperature over training"),
         ("per-sample", plot_per_sample(grid, found), "learned per-sample temperatures"),

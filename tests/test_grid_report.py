@@ -30,7 +30,7 @@ def _grid_file(tmp_path: Path, strategies: dict, **extra) -> Path:
         "strategies": strategies,
         **extra,
     }
-    path = tmp_path / "grids" / "tiny.yaml"
+    path = tmp_path / "grids" / f"{grid['name']}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
@@ -139,18 +139,18 @@ def _record(strategy: str, seed: int, scores: dict[str, float], train: bool = Tr
     return record
 
 
-def _write_results(folder: Path, rng: np.random.Generator) -> dict:
+def _write_results(folder: Path, rng: np.random.Generator, grid: str = "tiny", macl_shift: float = 0.5) -> dict:
     cells = {
         "base-model": {1: _record("base-model", 1, dict(zip(TASKS, [70.0, 80.0, 82.0], strict=True)), train=False)}
     }
-    for strategy, shift, step in (("mnrl", 0.0, 1.0), ("macl", 0.5, 1.02)):
+    for strategy, shift, step in (("mnrl", 0.0, 1.0), ("macl", macl_shift, 1.02)):
         cells[strategy] = {}
         for seed in (1, 2, 3):
             values = [round(base + shift + rng.normal(0, 0.2), 4) for base in (71.0, 81.0, 82.5)]
             cells[strategy][seed] = _record(strategy, seed, dict(zip(TASKS, values, strict=True)), step=step)
     for strategy, seeds in cells.items():
         for seed, record in seeds.items():
-            path = folder / "tiny" / strategy / f"seed-{seed}.json"
+            path = folder / grid / strategy / f"seed-{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record))
     return cells
@@ -191,6 +191,31 @@ def test_report_says_which_cells_are_missing(tmp_path):
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "Cells finished: 6 of 10." in text
     assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text
+
+
+def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):
+    _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3])
+    grids = _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3], name="tiny-more", compare_with="tiny").parent
+    results = tmp_path / "eval" / "results" / "grids"
+    before = _write_results(results, np.random.default_rng(2))
+    after = _write_results(results, np.random.default_rng(3), grid="tiny-more", macl_shift=1.5)
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+
+    def mean(cells, strategy):
+        return np.mean([cells[strategy][seed]["scores"]["avg"] for seed in (1, 2, 3)])
+
+    gain_before = mean(before, "macl") - mean(before, "mnrl")
+    gain_after = mean(after, "macl") - mean(after, "mnrl")
+    row = (
+        f"| macl | {mean(before, 'macl'):.2f} | {mean(after, 'macl'):.2f} | {gain_before:+.2f} | {gain_after:+.2f} | "
+        f"{gain_after - gain_before:+.2f} | - | - |"
+    )
+    assert "### Against `tiny`" in text and row in text
+    assert "| base-model |" not in text.split("### Against `tiny`")[1].split("###")[0]  # untrained: nothing to gain
+
+    (grids / "tiny.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="compare_with names 'tiny'"):
+        report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
 
 
 def test_the_committed_report_is_what_the_committed_results_rebuild(tmp_path):

@@ -82,15 +82,15 @@ def cells(grid: dict[str, Any]) -> list[Cell]:
             if not train and seed != grid["seeds"][0]:
                 continue  # the untrained model's scores do not depend on a seed: one cell
             overrides = [*shared, *(f"{key}={_dump(value)}" for key, value in strategy.items())]
-            if train:
-                load_recipe(ROOT / grid["recipe"], overrides, grid.get("variant"))
+            load_recipe(ROOT / grid["recipe"], overrides, grid.get("variant"))
             out.append(Cell(grid["name"], name, int(seed), overrides, bool(train)))
     return out
 
 
 def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
     base = [sys.executable, "-m", "tempnlp.cli"]
-    recipe, _ = load_recipe(ROOT / grid["recipe"], cell.overrides if cell.train else [], grid.get("variant"))
+    # the untrained cell reads the shared settings too: model.name or evaluation.* there apply to it as well
+    recipe, _ = load_recipe(ROOT / grid["recipe"], cell.overrides, grid.get("variant"))
     if cell.train:
         command = [*base, "train", str(ROOT / grid["recipe"]), "--output-dir", str(cell.run_dir)]
         if grid.get("variant"):

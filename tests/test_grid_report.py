@@ -57,6 +57,16 @@ def test_cells_expand_strategies_by_seeds_with_one_untrained_cell(tmp_path):
     assert macl.overrides == ["training.max_steps=2", "loss.temperature=macl"] and macl.train
 
 
+def test_the_untrained_cell_follows_the_shared_settings(tmp_path):
+    settings = {"model.name": "some/other-model", "evaluation.sts.protocol": "senteval", "training.max_steps": 2}
+    grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES, settings=settings))
+    base = grid_module.cells(grid)[0]
+    assert not base.train
+    command = grid_module._command(grid, base)
+    assert command[command.index("sts") + 1] == "some/other-model"
+    assert command[command.index("--protocol") + 1] == "senteval"
+
+
 def test_a_typo_in_any_strategy_stops_the_grid_before_a_cell_runs(tmp_path):
     path = _grid_file(tmp_path, {**STRATEGIES, "typo": {"loss.temprature": 0.1}})
     with pytest.raises(RecipeError, match="Did you mean 'temperature'"):

@@ -138,6 +138,40 @@ def test_resuming_without_loss_state_is_a_clear_error(tiny_model, tmp_path):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
 
 
+@pytest.mark.filterwarnings("ignore:ISogCLRLoss learns one temperature per training sample")
+def test_resuming_from_a_checkpoint_outside_output_dir_reads_its_state_when_told(tiny_model, tmp_path):
+    import shutil
+
+    dataset = add_index_column(_pairs(count=16))
+    trainer, saved = _trainer(tiny_model, dataset, tmp_path / "first", max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    moved = tmp_path / "archive" / "checkpoint-2"
+    shutil.copytree(tmp_path / "first" / "checkpoint-2", moved)
+    trainer, _ = _trainer(tiny_model, dataset, tmp_path / "second", max_steps=4, save_strategy="no")
+    with pytest.raises(FileNotFoundError, match=r"track_loss_state\(trainer, resume_from_checkpoint=\.\.\.\)"):
+        trainer.train(resume_from_checkpoint=str(moved))
+
+    class Stop(TrainerCallback):  # stop before the first resumed step, to read the state exactly as restored
+        def on_step_begin(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+
+    loss = ISogCLRLoss(tiny_model, num_samples=len(dataset), eta=0.05)
+    args = _args(tmp_path / "third", max_steps=4, save_strategy="no")
+    trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=dataset, loss=loss)
+    track_loss_state(trainer, resume_from_checkpoint=moved)
+    restored = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            restored.update({k: v.clone() for k, v in loss.objective.state_dict().items()})
+
+    trainer.add_callback(Capture())
+    trainer.add_callback(Stop())
+    trainer.train(resume_from_checkpoint=str(moved))
+    assert restored and all(torch.equal(v, saved.objective.state_dict()[k]) for k, v in restored.items())
+    assert restored["query_state.seen"].all()
+
+
 def test_tempnet_trains_in_one_epoch_without_warning(tiny_model, tmp_path):
     from tempnlp.losses import TempNetLoss
 

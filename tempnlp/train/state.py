@@ -31,14 +31,20 @@ class LossStateCallback(TrainerCallback):
     """Writes ``loss_state.pt`` (one per stateful loss) into every checkpoint and reads it back on resume.
 
     A resumed run starts its ``train()`` with ``state.global_step`` at the checkpoint's step, which names the
-    checkpoint folder to read from; the state is restored before the first step, so the run continues exactly.
+    checkpoint folder to read from (``output_dir/checkpoint-<step>``, where ``resume_from_checkpoint=True`` finds
+    it); a run resumed from a checkpoint elsewhere passes that folder as ``resume_from_checkpoint`` here too. The
+    state is restored before the first step, so the run continues exactly.
     """
 
-    def __init__(self, loss) -> None:
+    def __init__(self, loss, resume_from_checkpoint: str | os.PathLike | None = None) -> None:
         self.losses = _stateful(loss)
+        self.resume_from_checkpoint = resume_from_checkpoint
 
-    def _folder(self, args, state, name: str) -> str:
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+    def _folder(self, args, state, name: str, resuming: bool = False) -> str:
+        if resuming and self.resume_from_checkpoint is not None:
+            folder = os.fspath(self.resume_from_checkpoint)
+        else:
+            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         return os.path.join(folder, name) if name else folder
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
@@ -53,7 +59,14 @@ class LossStateCallback(TrainerCallback):
                     )
         if state.global_step > 0:  # resuming from a checkpoint
             for name, loss in self.losses.items():
-                load_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
+                folder = self._folder(args, state, f"loss_{name}" if name else "", resuming=True)
+                if self.resume_from_checkpoint is None and not os.path.isdir(folder):
+                    raise FileNotFoundError(
+                        f"Resuming at step {state.global_step}, but {folder} does not exist, so the loss state "
+                        "cannot be restored. If you resumed from a checkpoint outside output_dir, pass the same "
+                        "folder to track_loss_state(trainer, resume_from_checkpoint=...)."
+                    )
+                load_loss_state(loss, folder)
         epochs = state.num_train_epochs or args.num_train_epochs  # the trainer's count, max_steps included
         for loss in self.losses.values():
             if getattr(loss, "warns_single_epoch", False):
@@ -66,11 +79,15 @@ class LossStateCallback(TrainerCallback):
             save_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
 
 
-def track_loss_state(trainer: Trainer) -> LossStateCallback:
-    """Checkpoint the per-sample state of ``trainer.loss`` and log its temperatures; returns the callback."""
+def track_loss_state(trainer: Trainer, resume_from_checkpoint: str | os.PathLike | None = None) -> LossStateCallback:
+    """Checkpoint the per-sample state of ``trainer.loss`` and log its temperatures; returns the callback.
+
+    ``resume_from_checkpoint``: the checkpoint folder a later ``trainer.train(resume_from_checkpoint=...)`` reads,
+    when it is not ``output_dir/checkpoint-<step>``.
+    """
     from tempnlp.train.callbacks import log_temperature
 
-    callback = LossStateCallback(trainer.loss)
+    callback = LossStateCallback(trainer.loss, resume_from_checkpoint)
     if not callback.losses:
         raise TypeError(
             f"trainer.loss ({type(trainer.loss).__name__}) keeps no state of its own to checkpoint (no per-sample "

@@ -252,3 +252,32 @@ def test_a_short_trailing_batch_trains_without_updating_tau():
     with pytest.raises(ValueError, match="must be below log"):
         ISogCLR(10, rho=0.3)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # first batch: misconfigured
     ISogCLR(10, learn_temperature=False)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # SogCLR: no rho
+
+
+def test_the_kl_of_eval_isogclr_rho_is_the_rho_at_which_the_objective_leaves_tau_unchanged():
+    """eval/isogclr_rho.py reads a stationary rho off KL(w || uniform): with rho set to that KL, the first step
+    leaves tau where it was; a smaller rho raises it, a larger one lowers it."""
+    from eval.isogclr_rho import kl_to_uniform
+
+    generator = torch.Generator().manual_seed(3)
+    anchors, positives, negatives = (torch.randn(8, 16, generator=generator) for _ in range(3))
+    normalized = [torch.nn.functional.normalize(x, dim=1) for x in (anchors, positives, negatives)]
+    tau = 0.1
+    kl = kl_to_uniform(*normalized, tau)
+
+    # naive: row by row, the softmax over the 15 negatives and its KL to the uniform weighting
+    for i in range(8):
+        candidates = torch.cat([normalized[1], normalized[2]])
+        margins = [(normalized[0][i] @ candidates[j] - normalized[0][i] @ normalized[1][i]) / tau for j in range(16)]
+        weights = torch.softmax(torch.stack([m for j, m in enumerate(margins) if j != i]), dim=0)
+        assert kl[i].item() == pytest.approx(float((weights * (weights * 15).log()).sum()), abs=1e-5)
+
+    for shift, direction in ((0.0, 0), (-0.2, 1), (0.2, -1)):
+        row = 0
+        objective = ISogCLR(8, tau_init=tau, tau_min=0.01, tau_max=1.0, rho=kl[row].item() + shift, eta=0.1, beta=1.0)
+        objective(anchors, [positives, negatives], torch.arange(8))
+        change = objective.tau[row].item() - tau
+        if direction == 0:
+            assert change == pytest.approx(0.0, abs=1e-5)
+        else:
+            assert change * direction > 0 and abs(change) == pytest.approx(0.1 * 0.2, rel=1e-3)

@@ -107,6 +107,21 @@ def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str
     return lines
 
 
+def per_task_table(found: dict[str, dict[int, dict[str, Any]]], reference: str, tasks: list[str]) -> list[str]:
+    """Where each strategy's difference to the reference comes from: the mean paired Δ on every task."""
+    header = ["strategy", *[t.replace("STSBenchmark", "STS-B") for t in tasks]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for strategy in found:
+        if strategy == reference:
+            continue
+        differences = paired_differences(found, strategy, reference, tasks)
+        if differences.size == 0:
+            continue
+        per_task = differences.reshape(-1, len(tasks)).mean(axis=0)  # rows are seeds, columns tasks
+        lines.append(f"| {strategy} | " + " | ".join(f"{d:+.2f}" for d in per_task) + " |")
+    return lines
+
+
 def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:
     def mean(strategy: str, read) -> float:
         return float(np.mean([read(cell) for cell in found[strategy].values()]))
@@ -350,6 +365,16 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "",
             *difference_table(found, reference, tasks, summary),
             "",
+            *(
+                [
+                    "Where the difference comes from: Δ per task, the mean over the seeds both ran.",
+                    "",
+                    *per_task_table(found, reference, tasks),
+                    "",
+                ]
+                if len(tasks) > 1
+                else []
+            ),
             "### Cost",
             "",
             "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "

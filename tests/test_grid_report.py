@@ -182,6 +182,11 @@ def test_report_tables_match_a_naive_computation_and_rebuild_byte_for_byte(tmp_p
     p_value = stats.wilcoxon(differences).pvalue
     delta = np.mean([m["avg"] for m in macl]) - np.mean([m["avg"] for m in mnrl])
     assert f"| macl | {delta:+.2f} | {np.mean(differences):+.2f} | 9 | " in text and f"| {p_value:.3g} |" in text
+    per_task = [np.mean([a[t] - b[t] for a, b in zip(macl, mnrl, strict=True)]) for t in TASKS]
+    assert "| macl | " + " | ".join(f"{d:+.2f}" for d in per_task) + " |" in text  # where the Δ comes from
+    base = cells["base-model"][1]["scores"]
+    base_per_task = [base[t] - np.mean([m[t] for m in mnrl]) for t in TASKS]
+    assert "| base-model | " + " | ".join(f"{d:+.2f}" for d in base_per_task) + " |" in text
     assert "| macl | 1.020 | 1.020 |" in text  # seconds per step against the reference
     assert "Best adaptive strategy: **macl**" in text and "Time per step within 1.05x of the reference: all" in text
     assert "Cells finished: 7 of 7." in text

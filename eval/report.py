@@ -57,7 +57,7 @@ def _mean_std(values: Sequence[float]) -> str:
 
 
 def score_table(found: dict[str, dict[int, dict[str, Any]]], metrics: list[str]) -> list[str]:
-    header = ["strategy", "seeds", *[m.replace("STSBenchmark", "STS-B") for m in metrics]]
+    header = ["strategy", "seeds", *map(_task_label, metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy, cells in found.items():
         row = [strategy, str(len(cells))]
@@ -79,6 +79,20 @@ def paired_differences(
     return np.array([mine[s]["scores"][t] - theirs[s]["scores"][t] for s in seeds for t in tasks])
 
 
+def _differences_by_strategy(found: dict[str, dict[int, dict[str, Any]]], reference: str, tasks: list[str]):
+    """(strategy, paired differences to the reference) for every other strategy that shares a seed with it."""
+    for strategy in found:
+        if strategy == reference:
+            continue
+        differences = paired_differences(found, strategy, reference, tasks)
+        if differences.size:
+            yield strategy, differences
+
+
+def _task_label(task: str) -> str:
+    return task.replace("STSBenchmark", "STS-B")
+
+
 def _p_value(differences: np.ndarray) -> float | None:
     if differences.size < 2 or not np.any(differences):
         return None
@@ -90,12 +104,7 @@ def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str
         f"| strategy | Δ {summary} | Δ per task (mean) | pairs | better / worse | Wilcoxon p |",
         "|---|---|---|---|---|---|",
     ]
-    for strategy in found:
-        if strategy == reference:
-            continue
-        differences = paired_differences(found, strategy, reference, tasks)
-        if differences.size == 0:
-            continue
+    for strategy, differences in _differences_by_strategy(found, reference, tasks):
         mine = [c["scores"][summary] for c in found[strategy].values()]
         theirs = [c["scores"][summary] for c in found[reference].values()]
         p_value = _p_value(differences)
@@ -109,14 +118,9 @@ def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str
 
 def per_task_table(found: dict[str, dict[int, dict[str, Any]]], reference: str, tasks: list[str]) -> list[str]:
     """Where each strategy's difference to the reference comes from: the mean paired Δ on every task."""
-    header = ["strategy", *[t.replace("STSBenchmark", "STS-B") for t in tasks]]
+    header = ["strategy", *map(_task_label, tasks)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for strategy in found:
-        if strategy == reference:
-            continue
-        differences = paired_differences(found, strategy, reference, tasks)
-        if differences.size == 0:
-            continue
+    for strategy, differences in _differences_by_strategy(found, reference, tasks):
         per_task = differences.reshape(-1, len(tasks)).mean(axis=0)  # rows are seeds, columns tasks
         lines.append(f"| {strategy} | " + " | ".join(f"{d:+.2f}" for d in per_task) + " |")
     return lines

@@ -105,11 +105,11 @@ def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str
         "|---|---|---|---|---|---|",
     ]
     for strategy, differences in _differences_by_strategy(found, reference, tasks):
-        mine = [c["scores"][summary] for c in found[strategy].values()]
-        theirs = [c["scores"][summary] for c in found[reference].values()]
+        # paired like the per-task differences: a strategy missing a seed is not compared with that seed's reference
+        delta = paired_differences(found, strategy, reference, [summary]).mean()
         p_value = _p_value(differences)
         lines.append(
-            f"| {strategy} | {np.mean(mine) - np.mean(theirs):+.2f} | {np.mean(differences):+.2f} | "
+            f"| {strategy} | {delta:+.2f} | {np.mean(differences):+.2f} | "
             f"{differences.size} | {int((differences > 0).sum())} / {int((differences < 0).sum())} | "
             f"{'n/a' if p_value is None else f'{p_value:.3g}'} |"
         )
@@ -204,7 +204,8 @@ def comparison_table(
     summary: str,
 ) -> list[str]:
     """Each trained strategy both grids ran: its score and its gain over the reference in each, and how that gain
-    moved from the other grid to this one; per-sample strategies also show their median learned tau_i."""
+    moved from the other grid to this one; per-sample strategies also show their median learned tau_i. Gains are
+    paired over the seeds a strategy shares with its grid's reference, so unfinished seeds do not bias them."""
     reference = grid["reference"]
     if reference not in found or other["reference"] not in other_found:
         return []
@@ -219,18 +220,20 @@ def comparison_table(
     mine, theirs = grid["name"], other["name"]
     lines = [
         f"| strategy | {summary} {theirs} | {summary} {mine} | Δ reference {theirs} | Δ reference {mine} | "
-        f"change in Δ | median tau_i {theirs} | median tau_i {mine} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"change in Δ | paired seeds {theirs} / {mine} | median tau_i {theirs} | median tau_i {mine} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for strategy, cells in found.items():
         if strategy not in other_found or not next(iter(cells.values()))["trained"]:
             continue
-        then, now = other_found[strategy], cells
-        gain_then = mean(then) - mean(other_found[other["reference"]])
-        gain_now = mean(now) - mean(found[reference])
+        then = paired_differences(other_found, strategy, other["reference"], [summary])
+        now = paired_differences(found, strategy, reference, [summary])
+        if not then.size or not now.size:
+            continue
         lines.append(
-            f"| {strategy} | {mean(then):.2f} | {mean(now):.2f} | {gain_then:+.2f} | {gain_now:+.2f} | "
-            f"{gain_now - gain_then:+.2f} | {tau(then)} | {tau(now)} |"
+            f"| {strategy} | {mean(other_found[strategy]):.2f} | {mean(cells):.2f} | {then.mean():+.2f} | "
+            f"{now.mean():+.2f} | {now.mean() - then.mean():+.2f} | {then.size} / {now.size} | "
+            f"{tau(other_found[strategy])} | {tau(cells)} |"
         )
     return lines if len(lines) > 2 else []
 
@@ -403,9 +406,10 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             lines += [
                 f"### Against `{other['name']}`",
                 "",
-                f"The same strategies in both grids, as means over the seeds each has finished. Δ reference is the "
-                f"strategy's {summary} minus its grid's reference; change in Δ is how much more (or less) the strategy "
-                f"gains over the reference here than in `{other['name']}`. Median tau_i is the median learned "
+                f"The same strategies in both grids. Scores are means over the seeds each has finished; Δ reference "
+                f"is the strategy's {summary} minus its grid's reference, averaged over the seeds both have finished "
+                f"(paired seeds); change in Δ is how much more (or less) the strategy gains over the reference here "
+                f"than in `{other['name']}`. Median tau_i is the median learned "
                 "per-sample temperature over the training samples at the end of training (first seed).",
                 "",
                 *table,

@@ -201,11 +201,14 @@ def test_report_tables_match_a_naive_computation_and_rebuild_byte_for_byte(tmp_p
 def test_report_says_which_cells_are_missing(tmp_path):
     grids = _grid_file(tmp_path, {**STRATEGIES, "dcl": {"loss.name": "DCLLoss"}}, seeds=[1, 2, 3]).parent
     results = tmp_path / "eval" / "results" / "grids"
-    _write_results(results, np.random.default_rng(1))
+    cells = _write_results(results, np.random.default_rng(1))
     (results / "tiny" / "macl" / "seed-3.json").unlink()
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "Cells finished: 6 of 10." in text
     assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text
+    # the Δ of the average is paired too: macl's two seeds against the reference's same two seeds
+    delta = np.mean([cells["macl"][s]["scores"]["avg"] - cells["mnrl"][s]["scores"]["avg"] for s in (1, 2)])
+    assert f"| macl | {delta:+.2f} | " in text.split("### Against the reference")[1]
 
 
 def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):
@@ -214,16 +217,19 @@ def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_mov
     results = tmp_path / "eval" / "results" / "grids"
     before = _write_results(results, np.random.default_rng(2))
     after = _write_results(results, np.random.default_rng(3), grid="tiny-more", macl_shift=1.5)
+    (results / "tiny-more" / "macl" / "seed-3.json").unlink()  # an unfinished seed must not bias the gain
+    del after["macl"][3]
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
 
-    def mean(cells, strategy):
-        return np.mean([cells[strategy][seed]["scores"]["avg"] for seed in (1, 2, 3)])
+    def mean(cells, strategy, seeds=(1, 2, 3)):
+        return np.mean([cells[strategy][seed]["scores"]["avg"] for seed in seeds])
 
     gain_before = mean(before, "macl") - mean(before, "mnrl")
-    gain_after = mean(after, "macl") - mean(after, "mnrl")
+    gain_after = np.mean([after["macl"][s]["scores"]["avg"] - after["mnrl"][s]["scores"]["avg"] for s in (1, 2)])
+    assert not np.isclose(gain_after, mean(after, "macl", (1, 2)) - mean(after, "mnrl"), atol=0.005)  # pairing shows
     row = (
-        f"| macl | {mean(before, 'macl'):.2f} | {mean(after, 'macl'):.2f} | {gain_before:+.2f} | {gain_after:+.2f} | "
-        f"{gain_after - gain_before:+.2f} | - | - |"
+        f"| macl | {mean(before, 'macl'):.2f} | {mean(after, 'macl', (1, 2)):.2f} | {gain_before:+.2f} | "
+        f"{gain_after:+.2f} | {gain_after - gain_before:+.2f} | 3 / 2 | - | - |"
     )
     assert "### Against `tiny`" in text and row in text
     assert "| base-model |" not in text.split("### Against `tiny`")[1].split("###")[0]  # untrained: nothing to gain

@@ -139,6 +139,25 @@ def test_resuming_without_loss_state_is_a_clear_error(tiny_model, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:ISogCLRLoss learns one temperature per training sample")
+def test_resuming_another_runs_checkpoint_never_reads_a_same_step_checkpoint_of_output_dir(tiny_model, tmp_path):
+    """A resume from a checkpoint elsewhere, into an output_dir that holds a different run's checkpoint of the same
+    step, must not restore that run's loss state."""
+    first = add_index_column(_pairs(count=16))
+    second = add_index_column(_pairs(count=16).shuffle(seed=1).flatten_indices())
+    trainer, _ = _trainer(tiny_model, first, tmp_path / "first", max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    trainer, _ = _trainer(tiny_model, second, tmp_path / "second", max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    trainer, _ = _trainer(tiny_model, second, tmp_path / "second", max_steps=4, save_strategy="no")
+    with pytest.raises(ValueError, match=r"belongs to a different run.*resume_from_checkpoint=\.\.\."):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "first" / "checkpoint-2"))
+    # its own checkpoint still resumes
+    trainer, _ = _trainer(tiny_model, second, tmp_path / "second", max_steps=4, save_strategy="no")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "second" / "checkpoint-2"))
+    assert trainer.state.global_step == 4
+
+
+@pytest.mark.filterwarnings("ignore:ISogCLRLoss learns one temperature per training sample")
 def test_resuming_from_a_checkpoint_outside_output_dir_reads_its_state_when_told(tiny_model, tmp_path):
     import shutil
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tempnlp.objectives.isogclr import warn_single_epoch
@@ -25,6 +27,25 @@ def has_loss_state(loss) -> bool:
 def _stateful(loss) -> dict[str, object]:
     losses = loss if isinstance(loss, Mapping) else {"": loss}
     return {name: fn for name, fn in losses.items() if has_loss_state(fn)}
+
+
+def _check_checkpoint_is_this_run(folder: str, state) -> None:
+    """The trainer does not tell callbacks which checkpoint it resumed from, so the loss state is read from
+    ``output_dir/checkpoint-<step>``. A resume from a checkpoint elsewhere, with a different run's checkpoint of the
+    same step in output_dir, would restore that run's loss state; its training log would differ from the one the
+    trainer restored, so compare them."""
+    trainer_state = os.path.join(folder, TRAINER_STATE_NAME)
+    if not os.path.isfile(trainer_state):
+        return
+    with open(trainer_state, encoding="utf-8") as file:
+        saved = json.load(file)
+    if saved.get("global_step") != state.global_step or saved.get("log_history") != state.log_history:
+        raise ValueError(
+            f"Resuming at step {state.global_step}, but {folder} belongs to a different run (its training log "
+            "differs from the checkpoint the trainer resumed from), so its loss state would not fit. If you resumed "
+            "from a checkpoint outside output_dir, pass the same folder to "
+            "track_loss_state(trainer, resume_from_checkpoint=...)."
+        )
 
 
 class LossStateCallback(TrainerCallback):
@@ -58,6 +79,8 @@ class LossStateCallback(TrainerCallback):
                         "global batch's state."
                     )
         if state.global_step > 0:  # resuming from a checkpoint
+            if self.resume_from_checkpoint is None:
+                _check_checkpoint_is_this_run(self._folder(args, state, ""), state)
             for name, loss in self.losses.items():
                 folder = self._folder(args, state, f"loss_{name}" if name else "", resuming=True)
                 if self.resume_from_checkpoint is None and not os.path.isdir(folder):

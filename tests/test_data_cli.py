@@ -100,3 +100,47 @@ def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind
+
+
+def test_hard_negatives_of_a_hub_model_are_cached_by_its_snapshot_weights(
+    tiny_model, tiny_model_path, monkeypatch, tmp_path
+):
+    """A model loaded from the Hub has no folder of its own, but its Hugging Face cache snapshot has the weights."""
+    import shutil
+
+    from huggingface_hub import constants
+    from test_evaluation import _beir_folder
+
+    from tempnlp.data.sources import _model_fingerprint, build_train_dataset, locate
+    from tempnlp.evaluation.mteb_runner import content_revision
+    from tempnlp.train.recipe import DataSpec, HardNegativeSpec
+
+    hub_cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = hub_cache / "models--tempnlp-test--tiny" / "snapshots" / commit
+    shutil.copytree(tiny_model_path, snapshot)
+    (hub_cache / "models--tempnlp-test--tiny" / "refs").mkdir()
+    (hub_cache / "models--tempnlp-test--tiny" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("TEMPNLP_CACHE", str(tmp_path / "cache"))
+    assert _model_fingerprint("tempnlp-test/tiny") == content_revision(snapshot)
+    assert _model_fingerprint("tempnlp-test/absent") is None and _model_fingerprint("not a hub id!") is None
+
+    folder = _beir_folder(tmp_path / "beir", queries=20, documents=60)
+    shutil.copy(folder / "qrels" / "test.tsv", folder / "qrels" / "train.tsv")
+    spec = DataSpec(str(folder), "beir", hard_negatives=HardNegativeSpec(range_min=0, relative_margin=None))
+    located = locate(spec.dataset, spec.format, spec.split)
+
+    def build(model_id: str) -> tuple[list[str], list[str]]:
+        said: list[str] = []
+        dataset = build_train_dataset(spec, located, tiny_model, model_path=model_id, log=said.append)
+        return said, dataset["negative_1"]
+
+    first_log, first = build("tempnlp-test/tiny")
+    second_log, second = build("tempnlp-test/tiny")
+    assert any("mining" in line for line in first_log) and len(first) > 10
+    assert any("from the cache" in line for line in second_log) and second == first
+    assert len(list((tmp_path / "cache" / "mined").iterdir())) == 1
+    # a Hub id without a local snapshot mines again and caches nothing
+    third_log, _ = build("tempnlp-test/absent")
+    assert any("mining" in line for line in third_log) and len(list((tmp_path / "cache" / "mined").iterdir())) == 1

@@ -216,14 +216,24 @@ def build_train_dataset(
     return dataset
 
 
-def _model_fingerprint(model_path: Path | None) -> str | None:
-    """A hash of the model's weights, or None for a model that is not a local folder (then nothing is cached)."""
+def _model_fingerprint(model_path: str | Path | None) -> str | None:
+    """A hash of the model's weights: from its folder, or from the Hugging Face cache's snapshot of a Hub model
+    (loaded just before, so it is there); None when neither has weights (then nothing is cached)."""
     from tempnlp.evaluation.mteb_runner import content_revision
 
-    if model_path is None or not Path(model_path).is_dir():
+    if model_path is None:
         return None
+    folder = Path(model_path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+        try:
+            folder = Path(snapshot_download(str(model_path), local_files_only=True))
+        except (HFValidationError, LocalEntryNotFoundError):  # not a Hub id, or not cached: mine, cache nothing
+            return None
     try:
-        return content_revision(Path(model_path))
+        return content_revision(folder)
     except FileNotFoundError:
         return None
 

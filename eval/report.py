@@ -162,9 +162,11 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
     trained = [s for s in found if next(iter(found[s].values()))["trained"]]
     averages = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in found}
     adaptive = [s for s in trained if s.split("-")[0] in ADAPTIVE]  # isogclr-queue is an isogclr variant
-    if adaptive and reference in found:
-        best = max(adaptive, key=averages.get)
-        gain = averages[best] - averages[reference]
+    gains = {s: paired_differences(found, s, reference, [summary]) for s in adaptive} if reference in found else {}
+    gains = {s: float(d.mean()) for s, d in gains.items() if d.size}  # paired: unfinished seeds do not count
+    if gains:
+        best = max(gains, key=gains.get)
+        gain = gains[best]
         verdict = "met" if gain >= 0.3 else "not met"
         lines.append(
             f"- Best adaptive strategy: **{best}**, {gain:+.2f} {summary} over `{reference}` (target +0.3: {verdict})."

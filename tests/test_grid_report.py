@@ -209,6 +209,7 @@ def test_report_says_which_cells_are_missing(tmp_path):
     # the Δ of the average is paired too: macl's two seeds against the reference's same two seeds
     delta = np.mean([cells["macl"][s]["scores"]["avg"] - cells["mnrl"][s]["scores"]["avg"] for s in (1, 2)])
     assert f"| macl | {delta:+.2f} | " in text.split("### Against the reference")[1]
+    assert f"Best adaptive strategy: **macl**, {delta:+.2f} avg over `mnrl`" in text
 
 
 def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):

@@ -8,8 +8,10 @@ untrained base model; ``compare_with`` optionally names another grid that the re
 Every cell runs ``tempnlp train`` (or ``tempnlp eval sts`` / ``eval retrieval`` for the base model) in a fresh
 process, so its wall time and peak memory are its own, then writes
 ``eval/results/grids/<grid>/<strategy>/seed-<n>.json`` atomically. A cell whose file exists is skipped; a cell
-interrupted after a checkpoint resumes from it. Stop the grid at any time and run the same command again, on
-this machine or another with the same checkout.
+interrupted after a checkpoint resumes from it (its wall time and peak memory then cover the resumed part only,
+so the report counts only its step time), and a run that finished before its file was written is recorded
+without training again. Stop the grid at any time and run the same command again, on this machine or another
+with the same checkout.
 """
 
 from __future__ import annotations
@@ -106,9 +108,11 @@ def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
         spec = recipe.evaluation.retrieval
         folder = beir_folder(locate(spec.dataset, "beir", spec.split))
         return [*base, "eval", "retrieval", recipe.model.name, "--data", str(folder), "--split", spec.split,
-                "--output-dir", str(cell.run_dir)]  # fmt: skip
+                "--output-dir", str(cell.run_dir), "--batch-size", str(spec.batch_size)]  # fmt: skip
+    sts = recipe.evaluation.sts
     command = [*base, "eval", "sts", recipe.model.name, "--output-dir", str(cell.run_dir)]
-    return [*command, "--protocol", recipe.evaluation.sts.protocol]
+    command += ["--protocol", sts.protocol, "--batch-size", str(sts.batch_size)]
+    return [*command, "--tasks", ",".join(sts.tasks)] if sts.tasks else command
 
 
 def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -> dict[str, Any]:
@@ -141,20 +145,26 @@ def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -
 
 
 def run_cell(grid: dict[str, Any], cell: Cell, keep_run: bool = False) -> dict[str, Any]:
-    command = _command(grid, cell)
-    cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = cell.run_dir.parent / f"seed-{cell.seed}.log"
-    start = time.perf_counter()
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write("$ " + " ".join(command) + "\n")
-        handle.flush()
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage, peak memory included
-        process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"cell {cell.strategy} seed {cell.seed} failed (exit {process.returncode}); see {log}")
-    record = _record(grid, cell, seconds, round(usage.ru_maxrss / 1024, 1))
+    finished = cell.run_dir / "results.json"
+    if cell.train and finished.is_file():
+        # the run finished but its cell file was never written (the grid stopped in between): record it, since
+        # training again would be refused (the folder holds a finished run) and would waste the run
+        seconds, peak_mib = json.loads(finished.read_text())["wall_seconds"], 0.0
+    else:
+        command = _command(grid, cell)
+        cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = cell.run_dir.parent / f"seed-{cell.seed}.log"
+        start = time.perf_counter()
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write("$ " + " ".join(command) + "\n")
+            handle.flush()
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+            _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage, peak memory included
+            process.returncode = os.waitstatus_to_exitcode(status)
+        seconds, peak_mib = time.perf_counter() - start, round(usage.ru_maxrss / 1024, 1)
+        if process.returncode != 0:
+            raise RuntimeError(f"cell {cell.strategy} seed {cell.seed} failed (exit {process.returncode}); see {log}")
+    record = _record(grid, cell, seconds, peak_mib)
     write_json_atomic(cell.result_path, record)
     if not keep_run:
         shutil.rmtree(cell.run_dir / "model", ignore_errors=True)

@@ -126,33 +126,47 @@ def per_task_table(found: dict[str, dict[int, dict[str, Any]]], reference: str, 
     return lines
 
 
+def _resumed(cell: dict[str, Any]) -> bool:
+    return bool(cell["trained"] and cell["training"].get("resumed"))
+
+
+def _step_seconds(cell: dict[str, Any]) -> float | None:
+    """The median step time; None for an untrained cell, or a cell resumed after its last step (no step timed)."""
+    return cell["training"].get("median_step_seconds") if cell["trained"] else None
+
+
+def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
+    values = [value for value in map(read, cells.values()) if value is not None]
+    return float(np.mean(values)) if values else None
+
+
 def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:
-    def mean(strategy: str, read) -> float:
-        return float(np.mean([read(cell) for cell in found[strategy].values()]))
+    # A resumed cell's wall time and peak memory cover its last process only: they count for nothing here.
+    costs = {
+        "step": _step_seconds,
+        "wall": lambda cell: None if _resumed(cell) else cell["wall_seconds"],
+        "memory": lambda cell: None if _resumed(cell) else cell["peak_memory_mib"],
+    }
+    means = {name: {kind: _mean_cost(cells, read) for kind, read in costs.items()} for name, cells in found.items()}
 
-    def step(cell):
-        return cell["training"]["median_step_seconds"]
-
-    def wall(cell):
-        return cell["wall_seconds"]
-
-    def memory(cell):
-        return cell["peak_memory_mib"]
+    def shown(strategy: str, kind: str, digits: int, ratio_digits: int) -> str:
+        value, base = means[strategy][kind], means.get(reference, {}).get(kind)
+        if value is None:
+            return "- | -"
+        return f"{value:.{digits}f} | " + (f"{value / base:.{ratio_digits}f}" if base else "-")
 
     lines = [
         "| strategy | median s / step | × reference | wall time (s) | × reference | peak RSS (MiB) | × reference |",
         "|---|---|---|---|---|---|---|",
     ]
-    for strategy, cells in found.items():
-        trained = all(cell["trained"] for cell in cells.values())
-        step_text = (
-            f"{mean(strategy, step):.3f} | {mean(strategy, step) / mean(reference, step):.3f}" if trained else "- | -"
-        )
+    for strategy in found:
         lines.append(
-            f"| {strategy} | {step_text} | {mean(strategy, wall):.0f} | "
-            f"{mean(strategy, wall) / mean(reference, wall):.2f} | {mean(strategy, memory):.0f} | "
-            f"{mean(strategy, memory) / mean(reference, memory):.2f} |"
+            f"| {strategy} | {shown(strategy, 'step', 3, 3)} | {shown(strategy, 'wall', 0, 2)} | "
+            f"{shown(strategy, 'memory', 0, 2)} |"
         )
+    resumed = [f"{s} seed {seed}" for s, cells in found.items() for seed, cell in cells.items() if _resumed(cell)]
+    if resumed:
+        lines += ["", f"Resumed after an interruption, so left out of wall time and memory: {', '.join(resumed)}."]
     return lines
 
 
@@ -178,12 +192,9 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
             f"- Above the untrained model's {averages[base[0]]:.2f}: {len(above)} of {len(trained)} strategies."
         )
     if reference in found and len(trained) > 1:
-        ratios = {
-            s: np.mean([c["training"]["median_step_seconds"] for c in found[s].values()])
-            / np.mean([c["training"]["median_step_seconds"] for c in found[reference].values()])
-            for s in trained
-        }
-        slow = [f"{s} ({ratios[s]:.3f}x)" for s in trained if ratios[s] > 1.05]
+        timed = {s: _mean_cost(found[s], _step_seconds) for s in trained}
+        ratios = {s: timed[s] / timed[reference] for s in trained if timed[s] and timed[reference]}
+        slow = [f"{s} ({ratios[s]:.3f}x)" for s in ratios if ratios[s] > 1.05]
         lines.append(
             "- Time per step within 1.05x of the reference: "
             + ("all strategies." if not slow else "not for " + ", ".join(slow) + ".")
@@ -313,8 +324,11 @@ def plot_cost(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]],
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     for strategy, cells in found.items():
-        walls = [c["wall_seconds"] for c in cells.values()]
-        scores = [c["scores"][summary] for c in cells.values()]
+        whole = [c for c in cells.values() if not _resumed(c)]  # a resumed cell's wall time is its last part only
+        if not whole:
+            continue
+        walls = [c["wall_seconds"] for c in whole]
+        scores = [c["scores"][summary] for c in whole]
         axis.errorbar(
             np.mean(walls),
             np.mean(scores),

@@ -58,13 +58,51 @@ def test_cells_expand_strategies_by_seeds_with_one_untrained_cell(tmp_path):
 
 
 def test_the_untrained_cell_follows_the_shared_settings(tmp_path):
-    settings = {"model.name": "some/other-model", "evaluation.sts.protocol": "senteval", "training.max_steps": 2}
+    settings = {
+        "model.name": "some/other-model",
+        "evaluation.sts.protocol": "senteval",
+        "evaluation.sts.tasks": ["STS12", "STSBenchmark"],
+        "evaluation.sts.batch_size": 16,
+        "training.max_steps": 2,
+    }
     grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES, settings=settings))
     base = grid_module.cells(grid)[0]
     assert not base.train
     command = grid_module._command(grid, base)
     assert command[command.index("sts") + 1] == "some/other-model"
     assert command[command.index("--protocol") + 1] == "senteval"
+    # the same tasks as the trained cells, or the averages would not compare
+    assert command[command.index("--tasks") + 1] == "STS12,STSBenchmark"
+    assert command[command.index("--batch-size") + 1] == "16"
+
+
+def test_a_run_that_finished_before_its_cell_was_recorded_is_recorded_not_retrained(tmp_path, monkeypatch):
+    monkeypatch.setattr(grid_module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid_module, "RUNS", tmp_path / "runs")
+    grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES))
+    cell = grid_module.cells(grid)[1]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "recipe": {"seed": 1},
+                "versions": {"tempnlp": "0.1.0"},
+                "train": {"steps": 2, "median_step_seconds": 0.5},
+                "curve": [],
+                "peak_memory": {"host_rss_mib": 900.0},
+                "scores": {"after": {"sts": {"scores": {"STS12": 70.0, "STSBenchmark": 80.0}}}},
+                "wall_seconds": 42.0,
+            }
+        )
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the finished run was started again")
+
+    monkeypatch.setattr(grid_module.subprocess, "Popen", refuse)
+    record = grid_module.run_cell(grid, cell)
+    assert record["wall_seconds"] == 42.0 and record["scores"]["avg"] == 75.0
+    assert json.loads(cell.result_path.read_text()) == record
 
 
 def test_a_typo_in_any_strategy_stops_the_grid_before_a_cell_runs(tmp_path):
@@ -251,3 +289,19 @@ def test_the_committed_report_is_what_the_committed_results_rebuild(tmp_path):
         tmp_path / "eval" / "results" / "plots",
     )
     assert rebuilt == committed.read_text()
+
+
+def test_resumed_cells_count_for_step_time_only_and_one_resumed_after_its_last_step_has_none(tmp_path):
+    grids = _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3]).parent
+    results = tmp_path / "eval" / "results" / "grids"
+    cells = _write_results(results, np.random.default_rng(4))
+    resumed = {2: {"resumed": True}, 3: {"resumed": True, "median_step_seconds": 1.5}}  # seed 2: no step timed
+    for seed, training in resumed.items():
+        record = {**cells["macl"][seed], "training": training, "wall_seconds": 5.0, "peak_memory_mib": 10.0}
+        (results / "tiny" / "macl" / f"seed-{seed}.json").write_text(json.dumps(record))
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    step = np.mean([1.02, 1.5])  # seeds 1 and 3; the reference's steps all take 1.0 s
+    wall = cells["macl"][1]["wall_seconds"]  # seed 1 alone: the resumed seeds' wall times are partial
+    assert f"| macl | {step:.3f} | {step:.3f} | {wall:.0f} | {wall / 100.0:.2f} | 1000 | 1.00 |" in text
+    assert "left out of wall time and memory: macl seed 2, macl seed 3." in text
+    assert "not for macl (1.260x)" in text

@@ -3,10 +3,11 @@
     python -m eval.report
 
 For every grid in ``eval/grids/``: mean +- std over seeds per task and on average; the difference to the
-grid's reference strategy with a paired Wilcoxon signed-rank test over (seed, task) pairs; seconds per training
-step, wall time and peak memory against the reference; and PNG plots (temperature over training, learned
-per-sample temperatures, score against wall time). The output depends only on the result files, so running the
-command again on the same files reproduces the report and the plots byte for byte.
+grid's reference strategy with a paired Wilcoxon signed-rank test over (seed, task) pairs and the count of seeds
+that gain or lose; seconds per training step, wall time and peak memory against the reference; and PNG plots
+(temperature over training, learned per-sample temperatures, score against wall time). The output depends only
+on the result files, so running the command again on the same files reproduces the report and the plots byte
+for byte.
 """
 
 from __future__ import annotations
@@ -101,17 +102,22 @@ def _p_value(differences: np.ndarray) -> float | None:
 
 def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str, tasks: list[str], summary: str):
     lines = [
-        f"| strategy | Δ {summary} | Δ per task (mean) | pairs | better / worse | Wilcoxon p |",
+        f"| strategy | Δ {summary} | pairs | better / worse | Wilcoxon p | seeds better / worse |",
         "|---|---|---|---|---|---|",
     ]
     for strategy, differences in _differences_by_strategy(found, reference, tasks):
-        # paired like the per-task differences: a strategy missing a seed is not compared with that seed's reference
-        delta = paired_differences(found, strategy, reference, [summary]).mean()
+        # the summary paired by seed: a strategy missing a seed is not compared with that seed's reference
+        by_seed = paired_differences(found, strategy, reference, [summary])
         p_value = _p_value(differences)
+        seeds = (
+            f"{int((by_seed > 0).sum())} / {int((by_seed < 0).sum())}"
+            if next(iter(found[strategy].values()))["trained"]
+            else "-"  # one untrained cell against the reference's mean: no seeds to count
+        )
         lines.append(
-            f"| {strategy} | {delta:+.2f} | {np.mean(differences):+.2f} | "
-            f"{differences.size} | {int((differences > 0).sum())} / {int((differences < 0).sum())} | "
-            f"{'n/a' if p_value is None else f'{p_value:.3g}'} |"
+            f"| {strategy} | {by_seed.mean():+.2f} | {differences.size} | "
+            f"{int((differences > 0).sum())} / {int((differences < 0).sum())} | "
+            f"{'n/a' if p_value is None else f'{p_value:.3g}'} | {seeds} |"
         )
     return lines
 
@@ -382,9 +388,11 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
         lines += [
             f"### Against the reference `{reference}`",
             "",
-            f"Δ is strategy minus reference. Pairs are (seed, task) values both ran ({', '.join(tasks)}); the "
-            "untrained model is compared per task with the reference's mean over seeds. p is the two-sided "
-            "Wilcoxon signed-rank test on those pairs.",
+            f"Δ is strategy minus reference, over the seeds both ran. Pairs are (seed, task) values both ran "
+            f"({', '.join(tasks)}); the untrained model is compared per task with the reference's mean over seeds. "
+            "p is the two-sided Wilcoxon signed-rank test on those pairs. The tasks of one seed are scored on one "
+            "model and are not independent, so p says how consistent the difference is across tasks and seeds; "
+            f"the last column counts the seeds whose {summary} is above or below the reference's for that seed.",
             "",
             *difference_table(found, reference, tasks, summary),
             "",

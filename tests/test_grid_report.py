@@ -219,7 +219,11 @@ def test_report_tables_match_a_naive_computation_and_rebuild_byte_for_byte(tmp_p
     differences = [a[t] - b[t] for a, b in zip(macl, mnrl, strict=True) for t in TASKS]
     p_value = stats.wilcoxon(differences).pvalue
     delta = np.mean([m["avg"] for m in macl]) - np.mean([m["avg"] for m in mnrl])
-    assert f"| macl | {delta:+.2f} | {np.mean(differences):+.2f} | 9 | " in text and f"| {p_value:.3g} |" in text
+    seeds_better = sum(a["avg"] > b["avg"] for a, b in zip(macl, mnrl, strict=True))
+    assert np.isclose(delta, np.mean(differences))  # avg is the task mean: the paired Δ of the average
+    assert (
+        f"| macl | {delta:+.2f} | 9 | " in text and f"| {p_value:.3g} | {seeds_better} / {3 - seeds_better} |" in text
+    )
     per_task = [np.mean([a[t] - b[t] for a, b in zip(macl, mnrl, strict=True)]) for t in TASKS]
     assert "| macl | " + " | ".join(f"{d:+.2f}" for d in per_task) + " |" in text  # where the Δ comes from
     base = cells["base-model"][1]["scores"]

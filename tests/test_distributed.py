@@ -47,3 +47,44 @@ def test_two_processes_equal_one(name, tmp_path):
                 torch.testing.assert_close(record["grads"][step][key], grad, atol=1e-6, rtol=0, msg=f"{rank} {key}")
         for key, buffer in state.items():
             torch.testing.assert_close(record["state"][key], buffer, atol=1e-6, rtol=0, msg=f"{rank} {key}")
+
+
+def test_without_gathering_anything_the_loss_learns_is_refused_under_several_processes(monkeypatch):
+    """A learnable tau, TempNet or per-sample state would part ways across ranks that each see their own batch."""
+    from tempnlp.objectives import distributed
+    from tempnlp.objectives import infonce as infonce_module
+    from tempnlp.objectives import isogclr as isogclr_module
+
+    inputs, indices = global_inputs(0)
+    embeddings = make_encoder()(torch.cat(inputs)).split(GLOBAL_BATCH)
+    learnable, per_sample, tempnet = CASES["infonce-learnable"], CASES["isogclr"], CASES["tempnet"]
+    fixed = CASES["dcl-dystress"]
+    monkeypatch.setattr(distributed, "distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    assert infonce_module.global_batch is isogclr_module.global_batch is distributed.global_batch
+    with pytest.raises(ValueError, match=r"own parameters \(temperature\.log_inverse_tau\).*gather_across_devices"):
+        learnable(gather=False)(embeddings[0], list(embeddings[1:]))
+    for case in (per_sample, tempnet):
+        with pytest.raises(ValueError, match="per-sample state, which would diverge across the 2 processes"):
+            case(gather=False)(embeddings[0], list(embeddings[1:]), indices)
+    assert torch.isfinite(fixed(gather=False)(embeddings[0], list(embeddings[1:])))  # nothing learned: allowed
+    with torch.no_grad():  # evaluation updates nothing
+        assert torch.isfinite(learnable(gather=False)(embeddings[0], list(embeddings[1:])))
+
+
+def test_tempnlp_train_refuses_a_learned_temperature_without_gathering_before_loading(monkeypatch):
+    from tempnlp.train.recipe import RecipeError, load_recipe
+    from tempnlp.train.run import _check_processes
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    learnable, _ = load_recipe(recipes / "quickstart.yaml", ["loss.temperature=learnable"])
+    with pytest.raises(RecipeError, match=r"learns its temperature.*loss\.gather_across_devices: true"):
+        _check_processes(learnable)
+    per_sample, _ = load_recipe(recipes / "unsup-simcse.yaml", ["loss={name: ISogCLRLoss}"])
+    with pytest.raises(RecipeError, match="keeps per-sample state"):
+        _check_processes(per_sample)
+    _check_processes(load_recipe(recipes / "quickstart.yaml")[0])  # MACL learns nothing
+    _check_processes(
+        load_recipe(recipes / "quickstart.yaml", ["loss.temperature=learnable", "loss.gather_across_devices=true"])[0]
+    )

@@ -16,7 +16,7 @@ from tempnlp.objectives.base import (
     scale_by_temperature,
     validate_batch,
 )
-from tempnlp.objectives.distributed import gather_batch
+from tempnlp.objectives.distributed import global_batch
 from tempnlp.temperature import TemperaturePolicy
 
 
@@ -77,8 +77,7 @@ class DCL(ContrastiveObjective):
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         check_extra_negatives(extra_negatives, anchors)
-        if self.gather_across_devices:
-            anchors, columns, indices = gather_batch(anchors, columns, indices)
+        anchors, columns, indices = global_batch(self, anchors, columns, indices)
         batch_size = anchors.size(0)
         forward_negatives = batch_size * len(columns) - 1 + (0 if extra_negatives is None else len(extra_negatives))
         backward_negatives = (batch_size - 1) * (2 if self.anchor_negatives else 1)

@@ -60,3 +60,26 @@ def gather_batch(
         [gather_with_grad(column) for column in columns],
         None if indices is None else gather(indices.to(anchors.device)),
     )
+
+
+def global_batch(
+    objective: torch.nn.Module, anchors: Tensor, columns: list[Tensor], indices: Tensor | None, per_sample: bool = False
+) -> tuple[Tensor, list[Tensor], Tensor | None]:
+    """The batch an objective evaluates: the global one with ``gather_across_devices``, else this rank's own.
+
+    Without gathering under several processes, anything the objective learns itself would part ways across ranks:
+    DistributedDataParallel averages the encoder's gradients, not those of a learnable tau or TempNet, and each
+    rank would update per-sample state from its own rows only. That is refused here, at the first step.
+    """
+    if getattr(objective, "gather_across_devices", False):
+        return gather_batch(anchors, columns, indices)
+    if distributed() and torch.is_grad_enabled():
+        learned = [name for name, parameter in objective.named_parameters() if parameter.requires_grad]
+        if learned or per_sample:
+            what = "per-sample state" if per_sample else f"its own parameters ({', '.join(learned)})"
+            raise ValueError(
+                f"{type(objective).__name__} learns {what}, which would diverge across the "
+                f"{dist.get_world_size()} processes when each sees only its own batch: pass "
+                "gather_across_devices=True so every rank computes the loss of the global batch."
+            )
+    return anchors, columns, indices

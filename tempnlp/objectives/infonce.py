@@ -15,7 +15,7 @@ from tempnlp.objectives.base import (
     scale_by_temperature,
     validate_batch,
 )
-from tempnlp.objectives.distributed import gather_batch
+from tempnlp.objectives.distributed import global_batch
 from tempnlp.temperature import TemperaturePolicy
 
 
@@ -73,8 +73,7 @@ class InfoNCE(ContrastiveObjective):
         columns = as_columns(documents)
         validate_batch(anchors, columns, check_values=self.check_finite)
         check_extra_negatives(extra_negatives, anchors)
-        if self.gather_across_devices:
-            anchors, columns, indices = gather_batch(anchors, columns, indices)
+        anchors, columns, indices = global_batch(self, anchors, columns, indices)
         self.last_temperatures = []
         similarities, _ = normalized_similarities(anchors, columns, extra_negatives)
         similarities = similarities.to(logits_dtype(similarities.dtype))

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from tempnlp._checks import check_embeddings, ordered_bounds, positive_float
 from tempnlp.objectives.base import as_columns, check_extra_negatives, normalized_similarities, validate_batch
-from tempnlp.objectives.distributed import gather_batch
+from tempnlp.objectives.distributed import global_batch
 
 
 class SampleState(nn.Module):
@@ -171,8 +171,8 @@ class ISogCLR(nn.Module):
         columns = as_columns(documents)
         validate_batch(queries, columns, check_values=False)
         check_extra_negatives(extra_negatives, queries)
-        if self.gather_across_devices:  # every rank evaluates, and updates the state of, the global batch
-            queries, columns, indices = gather_batch(queries, columns, indices)
+        # with gathering, every rank evaluates, and updates the state of, the global batch
+        queries, columns, indices = global_batch(self, queries, columns, indices, per_sample=True)
         indices = self._validate_indices(indices, queries, columns)
         batch = queries.size(0)
         negatives = batch * len(columns) - 1 + (0 if extra_negatives is None else extra_negatives.size(0))

@@ -40,7 +40,15 @@ from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.state import add_index_column
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.logs import StepTimer, TemperatureHistogramCallback, TrainingLogCallback, write_history
-from tempnlp.train.recipe import Recipe, RecipeError, check_loss, is_per_sample, loss_arguments, loss_classes
+from tempnlp.train.recipe import (
+    Recipe,
+    RecipeError,
+    build_policy,
+    check_loss,
+    is_per_sample,
+    loss_arguments,
+    loss_classes,
+)
 from tempnlp.train.state import has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -270,14 +278,24 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
 
 
 def _check_processes(recipe: Recipe) -> None:
-    """Under torchrun, per-sample state must see the global batch: refuse before anything loads."""
+    """Under torchrun, per-sample state and loss parameters must see the global batch: refuse before anything
+    loads (the objectives refuse at their first step too, for losses used outside ``tempnlp train``)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or recipe.loss.params.get("gather_across_devices", False):
+        return
     cls = loss_classes()[recipe.loss.name]  # the recipe was validated, loss included, when it was loaded
-    if world_size > 1 and is_per_sample(cls) and not recipe.loss.params.get("gather_across_devices", False):
-        raise RecipeError(
-            f"{recipe.loss.name} keeps per-sample state, which would diverge across the {world_size} processes: set "
-            "loss.gather_across_devices: true so every process updates the global batch's state."
-        )
+    if is_per_sample(cls):
+        what = "keeps per-sample state"
+    elif recipe.loss.temperature is not None and any(
+        parameter.requires_grad for parameter in build_policy(recipe.loss.temperature).parameters()
+    ):
+        what = "learns its temperature"
+    else:
+        return
+    raise RecipeError(
+        f"{recipe.loss.name} {what}, which would diverge across the {world_size} processes: set "
+        "loss.gather_across_devices: true so every process computes the loss of the global batch."
+    )
 
 
 def run_recipe(

@@ -226,15 +226,22 @@ def test_rho_is_checked_against_the_document_direction_too():
         ISogCLR(6, rho=1.5, symmetric=True)(q, [d, n], torch.arange(4))
 
 
-def test_evaluation_reads_the_state_but_never_writes_it():
+def test_evaluation_neither_reads_nor_writes_the_state():
+    """An evaluation batch's 'label' column (NLI labels, say) is no index into the training samples: evaluation
+    uses tau_init and its own batch estimate, whatever indices come with it, and changes no buffer."""
     torch.manual_seed(0)
-    objective = ISogCLR(8, eta=0.05)
-    objective(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4))
+    objective = ISogCLR(8, eta=0.05, rho=0.3)
+    for _ in range(3):
+        objective(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4))
+    assert not torch.allclose(objective.tau[:4], torch.full((4,), objective.tau_init))  # the state has moved
     before = {k: v.clone() for k, v in objective.state_dict().items()}
+    queries, documents = torch.randn(4, 6), torch.randn(4, 6)
+    stateless = ISogCLR(8, eta=0.05, rho=0.3)
     with torch.no_grad():
-        objective(torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 5, 6]))
-        loss = objective(torch.randn(4, 6), torch.randn(4, 6), None)  # an evaluation set without indices
-    assert torch.isfinite(loss)
+        expected = stateless(queries, documents, None)
+        for labels in (torch.arange(4), torch.tensor([0, 1, 0, 2]), None):  # indices, NLI labels, none
+            assert torch.equal(objective(queries, documents, labels), expected)
+        assert torch.isfinite(objective(torch.randn(2, 6), torch.randn(2, 6), None))  # log(1) <= rho: no tau step
     for key, value in objective.state_dict().items():
         assert torch.equal(value, before[key]), key
 

@@ -180,8 +180,8 @@ class ISogCLR(nn.Module):
             negatives = min(negatives, batch - 1)
         if negatives < 1:
             raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
-        update_temperature = self.learn_temperature
-        if self.learn_temperature and self.rho >= math.log(negatives):
+        update_temperature = self.learn_temperature and torch.is_grad_enabled()  # evaluation moves nothing
+        if update_temperature and self.rho >= math.log(negatives):
             if batch >= self._largest_batch:
                 raise ValueError(
                     f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
@@ -211,8 +211,8 @@ class ISogCLR(nn.Module):
         anchors: Tensor,
         update_temperature: bool,
     ) -> Tensor:
-        """One direction. Outside training (no gradient) the state is read, never written; without indices
-        (an evaluation set) every row uses tau_init (or TempNet's prediction) and its own batch estimate of s."""
+        """One direction. Outside training (no gradient, so no indices: see _validate_indices) the state is neither
+        read nor written: every row uses tau_init (or TempNet's prediction) and its own batch estimate of s."""
         training = torch.is_grad_enabled()
         batch = similarities.size(0)
         rows = torch.arange(batch, device=similarities.device)
@@ -271,9 +271,11 @@ class ISogCLR(nn.Module):
         return loss
 
     def _validate_indices(self, indices: Tensor | None, queries: Tensor, columns: list[Tensor]) -> Tensor | None:
+        if not torch.is_grad_enabled():
+            # Evaluation is stateless, see _direction: an evaluation set's 'label' column (NLI labels, say) does not
+            # index the training samples whose state the buffers hold, so it is not read as one.
+            return None
         if indices is None:
-            if not torch.is_grad_enabled():
-                return None  # evaluation without an index column: stateless, see _direction
             raise ValueError(
                 "iSogCLR needs the dataset index of every row. Add it with "
                 "tempnlp.state.add_index_column(dataset) (sentence-transformers passes the 'label' column to the "

@@ -134,6 +134,20 @@ def test_yaml_reads_exponent_floats_and_set_values_as_yaml_scalars(tmp_path):
         load_recipe(path, variant="gpu")
 
 
+def test_a_rho_the_batch_cannot_take_is_refused_before_the_model_loads():
+    # nli-triplets: 3 text columns, so batch 8 gives each row 8 * 2 - 1 = 15 negatives; symmetric: the 7 queries
+    isogclr = {"name": "ISogCLRLoss", "rho": 2.5}
+    validate(_minimal(loss=isogclr, training={"per_device_train_batch_size": 8}))  # log(15) = 2.71
+    message = _error(_minimal(loss={**isogclr, "symmetric": True}, training={"per_device_train_batch_size": 8}))
+    assert "loss.rho: at training.per_device_train_batch_size 8, rho (2.5) must be below" in message
+    assert "log(7) = 1.946" in message
+    trainer_default = _error(_minimal(loss={**isogclr, "rho": 2.8}))  # the trainer's own default batch size, 8
+    assert "per_device_train_batch_size 8" in trainer_default and "log(15)" in trainer_default
+    validate(_minimal(loss={**isogclr, "rho": 2.8}, training={"per_device_train_batch_size": 16}))
+    validate(_minimal(loss={**isogclr, "rho": 2.8, "gather_across_devices": True}))  # the global batch decides
+    validate(_minimal(loss={"name": "SogCLRLoss", "temperature": 0.1}, training={"per_device_train_batch_size": 2}))
+
+
 def test_python_tags_in_a_set_value_are_refused():
     with pytest.raises(RecipeError, match="not valid YAML"):
         parse_override("model.name=!!python/object/apply:os.system ['echo hacked']")

@@ -175,19 +175,13 @@ class ISogCLR(nn.Module):
         queries, columns, indices = global_batch(self, queries, columns, indices, per_sample=True)
         indices = self._validate_indices(indices, queries, columns)
         batch = queries.size(0)
-        negatives = batch * len(columns) - 1 + (0 if extra_negatives is None else extra_negatives.size(0))
-        if self.symmetric:  # the document direction has only the other queries as negatives
-            negatives = min(negatives, batch - 1)
+        negatives = self.negatives_per_row(batch, len(columns), 0 if extra_negatives is None else len(extra_negatives))
         if negatives < 1:
             raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
         update_temperature = self.learn_temperature and torch.is_grad_enabled()  # evaluation moves nothing
         if update_temperature and self.rho >= math.log(negatives):
             if batch >= self._largest_batch:
-                raise ValueError(
-                    f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
-                    f"{math.log(negatives):.3f}: the KL ball would contain every weighting. Lower rho or raise the "
-                    "batch size."
-                )
+                self.check_rho(negatives)
             # A short trailing batch (the epoch's remainder): train on it, leave its temperatures as they are.
             update_temperature = False
         self._largest_batch = max(self._largest_batch, batch)
@@ -202,6 +196,21 @@ class ISogCLR(nn.Module):
             document_loss = self._direction(backward, indices, self.document_state, columns[0], update_temperature)
             loss = 0.5 * (loss + document_loss)
         return loss
+
+    def negatives_per_row(self, batch: int, document_columns: int, extra: int = 0) -> int:
+        """The fewest negatives a row has: the other documents and the extra ones, and in the symmetric form
+        the document direction's B - 1 other queries."""
+        negatives = batch * document_columns - 1 + extra
+        return min(negatives, batch - 1) if self.symmetric else negatives
+
+    def check_rho(self, negatives: int) -> None:
+        """A tau step needs rho below log(negatives): a KL ball that wide contains every weighting."""
+        if self.learn_temperature and self.rho >= math.log(max(negatives, 1)):
+            raise ValueError(
+                f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
+                f"{math.log(max(negatives, 1)):.3f}: the KL ball would contain every weighting. Lower rho or raise "
+                "the batch size."
+            )
 
     def _direction(
         self,

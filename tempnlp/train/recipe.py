@@ -390,8 +390,9 @@ def _construct(where: str, cls: type, kwargs: dict[str, Any]):
         raise RecipeError(f"{where}: {error}") from error
 
 
-def check_loss(spec: LossSpec, data: DataSpec) -> type:
-    """The loss class, after checking its name, parameters, temperature and the data's column layout."""
+def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) -> type:
+    """The loss class, after checking its name, parameters, temperature, the data's column layout and, given the
+    per-device batch size, that a per-sample tau can take a step at it (iSogCLR's rho)."""
     classes = loss_classes()
     if spec.name not in classes:
         raise RecipeError(
@@ -432,7 +433,15 @@ def check_loss(spec: LossSpec, data: DataSpec) -> type:
         raise RecipeError(
             "TempNetLoss is one-directional: remove loss.symmetric, or use ISogCLRLoss for a symmetric loss."
         )
-    _construct("loss", cls, {**loss_arguments(spec, cls, num_samples=1), "model": _ShapeOnlyModel()})
+    loss = _construct("loss", cls, {**loss_arguments(spec, cls, num_samples=1), "model": _ShapeOnlyModel()})
+    objective = getattr(loss, "objective", None)
+    if batch_size is not None and hasattr(objective, "check_rho") and not spec.params.get("gather_across_devices"):
+        # checked on the first batch too, but that comes after loading, mining and the "before" scores
+        negatives = objective.negatives_per_row(batch_size, data.text_columns - 1)
+        try:
+            objective.check_rho(negatives)
+        except ValueError as error:
+            raise RecipeError(f"loss.rho: at training.per_device_train_batch_size {batch_size}, {error}") from None
     return cls
 
 
@@ -534,6 +543,14 @@ def load_recipe(
     return validate(raw, str(path)), raw
 
 
+def _batch_size(training: dict[str, Any]) -> int:
+    """The per-device training batch size the trainer will use (its own default when the recipe sets none)."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    default = SentenceTransformerTrainingArguments.__dataclass_fields__["per_device_train_batch_size"].default
+    return int(training.get("per_device_train_batch_size", default))
+
+
 def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         loss = raw.get("loss")
@@ -547,7 +564,7 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
                 raise RecipeError("loss.name is missing: name a loss (see `tempnlp losses`).")
         recipe = _build(Recipe, raw, "")
         check_training(recipe.training)
-        check_loss(recipe.loss, recipe.data)
+        check_loss(recipe.loss, recipe.data, _batch_size(recipe.training))
         if recipe.evaluation.sts is not None:
             from tempnlp.evaluation.sts import resolve_tasks
 

@@ -146,6 +146,28 @@ def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, read) -> float | None:
+    """The mean over shared seeds of the strategy's cost over the reference's in the same seed: a seed's cells run
+    one after another, usually on one machine, so machines that differ between seeds cancel out. The untrained
+    model (one cell) is set against the reference's mean."""
+    mine, theirs = found[strategy], found.get(reference, {})
+    if len(mine) == 1 and not next(iter(mine.values()))["trained"]:
+        value, base = _mean_cost(mine, read), _mean_cost(theirs, read)
+        return value / base if value is not None and base else None
+    pairs = [(read(mine[seed]), read(theirs[seed])) for seed in sorted(set(mine) & set(theirs))]
+    ratios = [value / base for value, base in pairs if value is not None and base]
+    return float(np.mean(ratios)) if ratios else None
+
+
+def _machines(found: dict[str, dict[int, dict[str, Any]]]) -> str:
+    counts: dict[str, int] = {}
+    for cells in found.values():
+        for cell in cells.values():
+            machine = cell.get("machine") or "not recorded (cells run before machines were recorded)"
+            counts[machine] = counts.get(machine, 0) + 1
+    return "; ".join(f"{machine}: {count} cells" for machine, count in sorted(counts.items()))
+
+
 def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:
     # A resumed cell's wall time and peak memory cover its last process only: they count for nothing here.
     costs = {
@@ -153,13 +175,13 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
         "wall": lambda cell: None if _resumed(cell) else cell["wall_seconds"],
         "memory": lambda cell: None if _resumed(cell) else cell["peak_memory_mib"],
     }
-    means = {name: {kind: _mean_cost(cells, read) for kind, read in costs.items()} for name, cells in found.items()}
 
     def shown(strategy: str, kind: str, digits: int, ratio_digits: int) -> str:
-        value, base = means[strategy][kind], means.get(reference, {}).get(kind)
+        value = _mean_cost(found[strategy], costs[kind])
         if value is None:
             return "- | -"
-        return f"{value:.{digits}f} | " + (f"{value / base:.{ratio_digits}f}" if base else "-")
+        ratio = _cost_ratio(found, strategy, reference, costs[kind])
+        return f"{value:.{digits}f} | " + ("-" if ratio is None else f"{ratio:.{ratio_digits}f}")
 
     lines = [
         "| strategy | median s / step | × reference | wall time (s) | × reference | peak RSS (MiB) | × reference |",
@@ -173,6 +195,7 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
     resumed = [f"{s} seed {seed}" for s, cells in found.items() for seed, cell in cells.items() if _resumed(cell)]
     if resumed:
         lines += ["", f"Resumed after an interruption, so left out of wall time and memory: {', '.join(resumed)}."]
+    lines += ["", f"Machines: {_machines(found)}."]
     return lines
 
 
@@ -198,8 +221,8 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
             f"- Above the untrained model's {averages[base[0]]:.2f}: {len(above)} of {len(trained)} strategies."
         )
     if reference in found and len(trained) > 1:
-        timed = {s: _mean_cost(found[s], _step_seconds) for s in trained}
-        ratios = {s: timed[s] / timed[reference] for s in trained if timed[s] and timed[reference]}
+        ratios = {s: _cost_ratio(found, s, reference, _step_seconds) for s in trained}
+        ratios = {s: ratio for s, ratio in ratios.items() if ratio is not None}
         slow = [f"{s} ({ratios[s]:.3f}x)" for s in ratios if ratios[s] > 1.05]
         lines.append(
             "- Time per step within 1.05x of the reference: "
@@ -410,8 +433,9 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "",
             "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "
             "the cell's wall time (loading, training and the final evaluation) and its peak resident memory during "
-            "training, each against the reference's mean. Cells ran one after another on a shared 2-core machine; "
-            "the median keeps a few disturbed steps from moving the step time.",
+            "training: means over seeds, and × reference the mean over seeds of the ratio to the reference's cell of "
+            "the same seed (the untrained model: to the reference's mean). Cells ran one after another on shared "
+            "2-core machines; the median keeps a few disturbed steps from moving the step time.",
             "",
             *cost_table(found, reference),
             "",

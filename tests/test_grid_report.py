@@ -158,7 +158,7 @@ def test_a_tiny_grid_runs_cells_in_subprocesses_and_records_them(tmp_path, monke
     assert [entry["step"] for entry in record["curve"] if "loss" in entry] == [1, 2, 3, 4]
     assert record["training"]["timed_steps"] == 4 and record["training"]["median_step_seconds"] > 0
     assert record["tau_histogram"]["histograms"][-1]["seen"] == 16
-    assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"]
+    assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"] and "torch threads" in record["machine"]
     assert not (tmp_path / "runs" / "tiny" / "isogclr" / "seed-7" / "model").exists()  # only the record is kept
     mtime = (tmp_path / "results" / "tiny" / "mnrl" / "seed-7.json").stat().st_mtime_ns
     assert grid_module.main([str(path)]) == 0  # all done: nothing reruns
@@ -245,6 +245,9 @@ def test_report_says_which_cells_are_missing(tmp_path):
     results = tmp_path / "eval" / "results" / "grids"
     cells = _write_results(results, np.random.default_rng(1))
     (results / "tiny" / "macl" / "seed-3.json").unlink()
+    # seed 3 ran on a machine twice as slow: only the reference has it, so it must not move macl's cost ratio
+    slow = {**cells["mnrl"][3], "training": {"median_step_seconds": 2.0}, "machine": "slow CPU"}
+    (results / "tiny" / "mnrl" / "seed-3.json").write_text(json.dumps(slow))
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "Cells finished: 6 of 10." in text
     assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text
@@ -252,6 +255,8 @@ def test_report_says_which_cells_are_missing(tmp_path):
     delta = np.mean([cells["macl"][s]["scores"]["avg"] - cells["mnrl"][s]["scores"]["avg"] for s in (1, 2)])
     assert f"| macl | {delta:+.2f} | " in text.split("### Against the reference")[1]
     assert f"Best adaptive strategy: **macl**, {delta:+.2f} avg over `mnrl`" in text
+    assert "| macl | 1.020 | 1.020 |" in text  # seeds 1 and 2 against the reference's seeds 1 and 2
+    assert "| mnrl | 1.333 | 1.000 |" in text and "slow CPU: 1 cells" in text
 
 
 def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):

@@ -215,6 +215,20 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def machine_description() -> str:
+    """What the timings ran on: the CPU model (or GPU), architecture and torch's thread count."""
+    processor = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        processor = models[0] if models else processor
+    if torch.cuda.is_available():
+        processor = f"{torch.cuda.get_device_name()} (GPU), {processor}"
+    return f"{processor}, {platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
 def _peak_memory_mib() -> dict[str, float]:
     peak = {"host_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if torch.cuda.is_available():
@@ -408,6 +422,7 @@ def run_recipe(
         "wall_seconds": round(time.perf_counter() - start, 1),
         "peak_memory": peak_memory,
         "versions": package_versions(),
+        "machine": machine_description(),
         "command": " ".join(["tempnlp", *sys.argv[1:]]) if sys.argv[0].endswith("tempnlp") else None,
     }
     write_json_atomic(output_dir / RESULTS_FILE, results)

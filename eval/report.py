@@ -147,14 +147,17 @@ def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
 
 
 def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, read) -> float | None:
-    """The mean over shared seeds of the strategy's cost over the reference's in the same seed: a seed's cells run
-    one after another, usually on one machine, so machines that differ between seeds cancel out. The untrained
-    model (one cell) is set against the reference's mean."""
+    """The mean over shared seeds of the strategy's cost over the reference's in the same seed, where both cells
+    ran on the same machine (as recorded), so machines that differ between seeds cancel out. The untrained model
+    (one cell) is set against the reference's mean."""
     mine, theirs = found[strategy], found.get(reference, {})
     if len(mine) == 1 and not next(iter(mine.values()))["trained"]:
         value, base = _mean_cost(mine, read), _mean_cost(theirs, read)
         return value / base if value is not None and base else None
-    pairs = [(read(mine[seed]), read(theirs[seed])) for seed in sorted(set(mine) & set(theirs))]
+    same_machine = [
+        seed for seed in sorted(set(mine) & set(theirs)) if mine[seed].get("machine") == theirs[seed].get("machine")
+    ]
+    pairs = [(read(mine[seed]), read(theirs[seed])) for seed in same_machine]
     ratios = [value / base for value, base in pairs if value is not None and base]
     return float(np.mean(ratios)) if ratios else None
 
@@ -394,7 +397,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             + ", ".join(
                 [
                     *(f"{s} (all seeds)" if _seeds_for(grid, s) > 1 else s for s in missing),
-                    *(f"{s} ({len(found[s])} of {_seeds_for(grid, s)} seeds)" for s in partial),
+                    *(f"{s} (seed {', '.join(str(n) for n in grid['seeds'] if n not in found[s])})" for s in partial),
                 ]
             )
             + ". The tables below cover the finished cells only."
@@ -434,8 +437,9 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "
             "the cell's wall time (loading, training and the final evaluation) and its peak resident memory during "
             "training: means over seeds, and × reference the mean over seeds of the ratio to the reference's cell of "
-            "the same seed (the untrained model: to the reference's mean). Cells ran one after another on shared "
-            "2-core machines; the median keeps a few disturbed steps from moving the step time.",
+            "the same seed run on the same machine (the untrained model: to the reference's mean). Cells ran one "
+            "after another on shared 2-core machines; the median keeps a few disturbed steps from moving the step "
+            "time.",
             "",
             *cost_table(found, reference),
             "",

@@ -250,13 +250,18 @@ def test_report_says_which_cells_are_missing(tmp_path):
     (results / "tiny" / "mnrl" / "seed-3.json").write_text(json.dumps(slow))
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "Cells finished: 6 of 10." in text
-    assert "Still to run: dcl (all seeds), macl (2 of 3 seeds)." in text
+    assert "Still to run: dcl (all seeds), macl (seed 3)." in text
     # the Δ of the average is paired too: macl's two seeds against the reference's same two seeds
     delta = np.mean([cells["macl"][s]["scores"]["avg"] - cells["mnrl"][s]["scores"]["avg"] for s in (1, 2)])
     assert f"| macl | {delta:+.2f} | " in text.split("### Against the reference")[1]
     assert f"Best adaptive strategy: **macl**, {delta:+.2f} avg over `mnrl`" in text
     assert "| macl | 1.020 | 1.020 |" in text  # seeds 1 and 2 against the reference's seeds 1 and 2
     assert "| mnrl | 1.333 | 1.000 |" in text and "slow CPU: 1 cells" in text
+    # a strategy's cell from another machine than the reference's cell of its seed is not paired at all
+    other = {**cells["macl"][2], "training": {"median_step_seconds": 5.0}, "machine": "slow CPU"}
+    (results / "tiny" / "macl" / "seed-2.json").write_text(json.dumps(other))
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    assert "| macl | 3.010 | 1.020 |" in text  # seed 1 alone: mean step (1.02 + 5.0) / 2, ratio 1.02
 
 
 def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):

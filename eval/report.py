@@ -67,13 +67,18 @@ def score_table(found: dict[str, dict[int, dict[str, Any]]], metrics: list[str])
     return lines
 
 
+def _trained(cells: dict[int, dict[str, Any]]) -> bool:
+    """Whether a strategy's cells are trained runs (the untrained model is one cell with no seed to pair)."""
+    return bool(next(iter(cells.values()))["trained"])
+
+
 def paired_differences(
     found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, tasks: list[str]
 ) -> np.ndarray:
     """Strategy minus reference, one value per (seed, task) both ran; an untrained model (one cell, no seed)
     is compared with the reference's mean over seeds, one value per task."""
     mine, theirs = found[strategy], found[reference]
-    if len(mine) == 1 and not next(iter(mine.values()))["trained"]:
+    if not _trained(mine):
         only = next(iter(mine.values()))
         return np.array([only["scores"][t] - np.mean([c["scores"][t] for c in theirs.values()]) for t in tasks])
     seeds = sorted(set(mine) & set(theirs))
@@ -111,7 +116,7 @@ def difference_table(found: dict[str, dict[int, dict[str, Any]]], reference: str
         p_value = _p_value(differences)
         seeds = (
             f"{int((by_seed > 0).sum())} / {int((by_seed < 0).sum())}"
-            if next(iter(found[strategy].values()))["trained"]
+            if _trained(found[strategy])
             else "-"  # one untrained cell against the reference's mean: no seeds to count
         )
         lines.append(
@@ -151,7 +156,7 @@ def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, refe
     ran on the same machine (as recorded), so machines that differ between seeds cancel out. The untrained model
     (one cell) is set against the reference's mean."""
     mine, theirs = found[strategy], found.get(reference, {})
-    if len(mine) == 1 and not next(iter(mine.values()))["trained"]:
+    if not _trained(mine):
         value, base = _mean_cost(mine, read), _mean_cost(theirs, read)
         return value / base if value is not None and base else None
     same_machine = [
@@ -205,7 +210,7 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
 def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
     reference = grid["reference"]
     lines = []
-    trained = [s for s in found if next(iter(found[s].values()))["trained"]]
+    trained = [s for s in found if _trained(found[s])]
     averages = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in found}
     adaptive = [s for s in trained if s.split("-")[0] in ADAPTIVE]  # isogclr-queue is an isogclr variant
     gains = {s: paired_differences(found, s, reference, [summary]) for s in adaptive} if reference in found else {}
@@ -217,7 +222,7 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
         lines.append(
             f"- Best adaptive strategy: **{best}**, {gain:+.2f} {summary} over `{reference}` (target +0.3: {verdict})."
         )
-    base = [s for s in found if not next(iter(found[s].values()))["trained"]]
+    base = [s for s in found if not _trained(found[s])]
     if base and trained:
         above = [s for s in trained if averages[s] > averages[base[0]]]
         lines.append(
@@ -269,7 +274,7 @@ def comparison_table(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for strategy, cells in found.items():
-        if strategy not in other_found or not next(iter(cells.values()))["trained"]:
+        if strategy not in other_found or not _trained(cells):
             continue
         then = paired_differences(other_found, strategy, other["reference"], [summary])
         now = paired_differences(found, strategy, reference, [summary])

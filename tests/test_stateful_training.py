@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,6 +137,45 @@ def test_resuming_without_loss_state_is_a_clear_error(tiny_model, tmp_path):
     trainer, _ = _trainer(tiny_model, dataset, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
     with pytest.raises(FileNotFoundError, match="written without the loss state"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+@pytest.mark.filterwarnings("ignore:ISogCLRLoss learns one temperature per training sample")
+@pytest.mark.parametrize("save_strategy", ["steps", "epoch"])
+def test_loss_state_is_in_the_checkpoint_before_older_checkpoints_are_rotated_out(
+    tiny_model, tmp_path, monkeypatch, save_strategy
+):
+    """A run killed after the trainer deleted the older checkpoint must not be left with only a checkpoint that
+    lacks its loss state."""
+    import transformers.trainer
+
+    seen: list[dict[str, bool]] = []
+    rotate = transformers.trainer.rotate_checkpoints
+
+    def recording_rotate(output_dir, **kwargs):
+        folders = sorted(Path(output_dir).glob("checkpoint-*"))
+        seen.append({folder.name: (folder / "loss_state.pt").is_file() for folder in folders})
+        return rotate(output_dir=output_dir, **kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "rotate_checkpoints", recording_rotate)
+    dataset = add_index_column(_pairs(count=16))  # 2 steps an epoch
+    trainer, _ = _trainer(
+        tiny_model,
+        dataset,
+        tmp_path,
+        num_train_epochs=3,
+        save_strategy=save_strategy,
+        save_steps=2,
+        save_total_limit=1,
+    )
+    trainer.train()
+    assert [sorted(entry) for entry in seen] == [
+        ["checkpoint-2"],
+        ["checkpoint-2", "checkpoint-4"],
+        ["checkpoint-4", "checkpoint-6"],
+    ]
+    assert all(all(entry.values()) for entry in seen), seen
+    assert sorted(folder.name for folder in tmp_path.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert (tmp_path / "checkpoint-6" / "loss_state.pt").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:ISogCLRLoss learns one temperature per training sample")

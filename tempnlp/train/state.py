@@ -60,6 +60,7 @@ class LossStateCallback(TrainerCallback):
     def __init__(self, loss, resume_from_checkpoint: str | os.PathLike | None = None) -> None:
         self.losses = _stateful(loss)
         self.resume_from_checkpoint = resume_from_checkpoint
+        self._saved_step: int | None = None
 
     def _folder(self, args, state, name: str, resuming: bool = False) -> str:
         if resuming and self.resume_from_checkpoint is not None:
@@ -69,6 +70,7 @@ class LossStateCallback(TrainerCallback):
         return os.path.join(folder, name) if name else folder
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self._saved_step = None
         if args.world_size > 1:
             for loss in self.losses.values():
                 objective = getattr(loss, "objective", None)
@@ -95,11 +97,26 @@ class LossStateCallback(TrainerCallback):
             if getattr(loss, "warns_single_epoch", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
 
-    def on_save(self, args, state, control, **kwargs) -> None:
-        if not state.is_world_process_zero:
+    def _save(self, args, state) -> None:
+        if not state.is_world_process_zero or self._saved_step == state.global_step:
             return
         for name, loss in self.losses.items():
             save_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
+        self._saved_step = state.global_step
+
+    # The trainer rotates older checkpoints out before it calls on_save: a run killed in between would keep only a
+    # checkpoint without its loss state. So the state is written when a save is decided (at the end of the step or
+    # epoch, before the trainer writes anything), and on_save only covers saves decided later (save_strategy "best").
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if control.should_save:
+            self._save(args, state)
+
+    def on_epoch_end(self, args, state, control, **kwargs) -> None:
+        if control.should_save:
+            self._save(args, state)
+
+    def on_save(self, args, state, control, **kwargs) -> None:
+        self._save(args, state)
 
 
 def track_loss_state(trainer: Trainer, resume_from_checkpoint: str | os.PathLike | None = None) -> LossStateCallback:

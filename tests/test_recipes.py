@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -408,7 +409,13 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_m
     assert not (run_env / "resumed" / "model").exists() and (run_env / "resumed" / "checkpoint-3").is_dir()
     with pytest.raises(RecipeError, match="Pass --resume"):
         run_recipe(recipe, run_env / "resumed", log=lambda text: None)
-    run_recipe(recipe, run_env / "resumed", resume=True, log=lambda text: None)
+    # A second kill while writing checkpoint-6 (before trainer_state.json): that folder must be passed over.
+    partial = run_env / "resumed" / "checkpoint-6"
+    partial.mkdir()
+    shutil.copy(run_env / "resumed" / "checkpoint-3" / "loss_state.pt", partial)
+    printed: list[str] = []
+    run_recipe(recipe, run_env / "resumed", resume=True, log=printed.append)
+    assert any("skipping checkpoint-6" in line for line in printed)
 
     from safetensors.torch import load_file
 

@@ -32,6 +32,7 @@ from sentence_transformers import (
     SentenceTransformerTrainingArguments,
 )
 from transformers import TrainerCallback, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
 
 from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
@@ -112,6 +113,22 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             f"{output_dir} is not empty and holds no run to resume. A run needs an empty or new folder: choose "
             "another --output-dir."
         )
+
+
+def last_complete_checkpoint(output_dir: Path, say: Callable[[str], None]) -> Path:
+    """The newest checkpoint the trainer finished writing. It writes ``trainer_state.json`` after the model,
+    optimizer and loss state, and only then rotates older checkpoints out, so a run killed while saving leaves a
+    newer folder without it next to the complete one it resumes from."""
+    steps = {folder: folder.name.removeprefix("checkpoint-") for folder in output_dir.glob("checkpoint-*")}
+    numbered = {folder: int(step) for folder, step in steps.items() if step.isdigit()}
+    for folder in sorted(numbered, key=numbered.__getitem__, reverse=True):
+        if (folder / TRAINER_STATE_NAME).is_file():
+            return folder
+        say(f"--resume: skipping {folder.name}, which the run stopped writing (it has no {TRAINER_STATE_NAME})")
+    raise FileNotFoundError(
+        f"--resume: no checkpoint in {output_dir} was written completely (none has {TRAINER_STATE_NAME}), so there "
+        "is nothing to resume from. Run again without --resume in a new --output-dir."
+    )
 
 
 def resolve_precision(precision: str, *, use_cpu: bool = False) -> str:
@@ -383,7 +400,8 @@ def run_recipe(
     for callback in callbacks:
         trainer.add_callback(callback)
     train_start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    checkpoint = last_complete_checkpoint(output_dir, say) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     train_seconds = time.perf_counter() - train_start
     peak_memory = _peak_memory_mib()  # of training (and what came before), not of the final evaluation
     model.max_seq_length = eval_length

@@ -34,6 +34,7 @@ from tempnlp._io import write_text_atomic
 from tempnlp.data import resolve_model, snli_triplets
 from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, SogCLRLoss, TempNetLoss
 from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
+from tempnlp.train.run import machine_description
 
 RESULTS = Path(__file__).parent / "results"
 NUM_SAMPLES = 4096  # per-sample state of the stateful losses; each step addresses indices 0..batch-1
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m eval.bench_loss" + (" --quick" if args.quick else "")
     result = {
         "command": command,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU only",
+        "machine": machine_description(),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

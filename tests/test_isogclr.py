@@ -261,6 +261,25 @@ def test_a_short_trailing_batch_trains_without_updating_tau():
     ISogCLR(10, learn_temperature=False)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # SogCLR: no rho
 
 
+def test_tempnet_records_the_tau_it_predicts_for_a_short_trailing_batch():
+    from tempnlp.objectives.isogclr import TempNet
+
+    torch.manual_seed(0)
+    network = TempNet(6, 16, tau_init=0.1, tau_min=0.05, tau_max=1.0)
+    with torch.no_grad():  # away from its start, where it predicts tau_init for everything
+        for parameter in network.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    objective = ISogCLR(10, rho=0.3, temperature_network=network)
+    objective(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4))
+    queries = torch.randn(2, 6)
+    objective(queries, torch.randn(2, 6), torch.tensor([4, 5]))  # log(1) = 0 <= rho: the network takes no step
+    with torch.no_grad():
+        predicted = network(queries).float()
+        assert not torch.allclose(predicted, torch.full_like(predicted, 0.1))
+        assert torch.allclose(objective.tau[[4, 5]], predicted)
+    assert objective.query_state.seen[[4, 5]].all() and len(objective.last_temperatures) == 1
+
+
 def test_the_kl_of_eval_isogclr_rho_is_the_rho_at_which_the_objective_leaves_tau_unchanged():
     """eval/isogclr_rho.py reads a stationary rho off KL(w || uniform): with rho set to that KL, the first step
     leaves tau where it was; a smaller rho raises it, a larger one lowers it."""

@@ -255,6 +255,8 @@ class ISogCLR(nn.Module):
             if training:
                 state.log_s[indices] = log_s.to(state.log_s.dtype)
                 state.seen[indices] = True
+                if predicted is not None:  # TempNet's latest tau_i, for the histograms; a short batch's too
+                    state.tau[indices] = tau.to(state.tau.dtype)
 
         loss = ((weights * h).sum(dim=1) / count).mean()
 
@@ -268,8 +270,6 @@ class ISogCLR(nn.Module):
                 # d/d(theta) of mean_i G_i * tau_i(theta): the robust objective's descent direction for the
                 # network; the term's value is zero so the logged loss stays the contrastive one.
                 loss = loss + (gradient * (predicted - predicted.detach())).mean()
-                with torch.no_grad():
-                    state.tau[indices] = predicted.detach().to(state.tau.dtype)
                 self.last_temperatures.append(tau.detach())
                 return loss
             with torch.no_grad():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -483,14 +484,23 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
         target = plots / f"{grid['name']}-{kind}.png"
         write_bytes_atomic(target, png)
         lines += [f"![{grid['name']}: {title}]({target.relative_to(relative_to / 'eval').as_posix()})", ""]
-    versions = sorted({json.dumps(c["versions"], sort_keys=True) for cells in found.values() for c in cells.values()})
-    lines.append("Package versions: " + "; ".join(_versions_text(json.loads(v)) for v in versions) + ".")
+    versions = [cell["versions"] for cells in found.values() for cell in cells.values()]
+    lines.append(f"Package versions: {_versions_text(versions)}.")
     lines.append("")
     return lines
 
 
-def _versions_text(versions: dict[str, str]) -> str:
-    return ", ".join(f"{name} {value}" for name, value in versions.items())
+def _versions_text(cells: list[dict[str, str]]) -> str:
+    """Each package once; where the cells ran different versions, each version with its number of cells."""
+    parts = []
+    for name in sorted({name for versions in cells for name in versions}):
+        counts = Counter(versions.get(name, "not recorded") for versions in cells)
+        if len(counts) == 1:
+            parts.append(f"{name} {next(iter(counts))}")
+        else:
+            each = [f"{value} ({n} cell{'s' * (n > 1)})" for value, n in sorted(counts.items())]
+            parts.append(f"{name} {' / '.join(each)}")
+    return ", ".join(parts)
 
 
 def _seeds_for(grid: dict[str, Any], strategy: str) -> int:

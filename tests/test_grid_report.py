@@ -240,6 +240,12 @@ def test_report_tables_match_a_naive_computation_and_rebuild_byte_for_byte(tmp_p
     assert {path: path.read_bytes() for path in [report, *plots.iterdir()]} == snapshot
 
 
+def test_package_versions_name_each_package_once_and_count_the_cells_of_each_differing_version():
+    cells = [{"torch": "2.13.0", "transformers": "5.23.0"}, *[{"torch": "2.13.0", "transformers": "5.24.0"}] * 2]
+    assert report_module._versions_text(cells) == "torch 2.13.0, transformers 5.23.0 (1 cell) / 5.24.0 (2 cells)"
+    assert report_module._versions_text([{"torch": "2.13.0"}, {}]) == "torch 2.13.0 (1 cell) / not recorded (1 cell)"
+
+
 def test_report_says_which_cells_are_missing(tmp_path):
     grids = _grid_file(tmp_path, {**STRATEGIES, "dcl": {"loss.name": "DCLLoss"}}, seeds=[1, 2, 3]).parent
     results = tmp_path / "eval" / "results" / "grids"

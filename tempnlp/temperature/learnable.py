@@ -13,10 +13,12 @@ from tempnlp.temperature.base import TemperaturePolicy
 class LearnableTemperature(TemperaturePolicy):
     """A single temperature learned with the encoder, parametrised as CLIP's ``logit_scale = log(1/tau)``.
 
-    The value is clamped to ``tau >= min_tau`` (CLIP keeps ``1/tau <= 100``, i.e. ``min_tau=0.01``). The clamp is
-    straight-through: the forward pass uses the clamped value while the gradient reaches the parameter unchanged,
-    so a temperature pressed against the bound can still move back when the loss asks for it (a plain
-    ``clamp`` would give it zero gradient there for good).
+    The temperature is kept at ``tau >= min_tau`` (CLIP keeps ``1/tau <= 100``, i.e. ``min_tau=0.01``) as CLIP
+    keeps it: the parameter itself is projected back into the bound, here at the start of every forward pass
+    (that is, after the previous optimizer step). A temperature pressed against the bound therefore moves back
+    at the first step whose gradient asks for it. A plain ``clamp`` in the graph would give it zero gradient
+    there for good, and a straight-through clamp would let the parameter drift past the bound, leaving a dead
+    zone to cross on the way back.
 
     The parameter is named ``log_inverse_tau``; inside a tempnlp loss it is ``objective.temperature.log_inverse_tau``,
     so a regular expression gives it its own learning rate through sentence-transformers' training arguments::
@@ -53,10 +55,11 @@ class LearnableTemperature(TemperaturePolicy):
         self._max_log_inverse_tau = math.log(1.0 / self.min_tau)
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
-        raw = self.log_inverse_tau
-        clamped = raw.clamp(max=self._max_log_inverse_tau)
-        log_inverse_tau = raw + (clamped - raw).detach()  # value of the clamp, gradient of the identity
-        return torch.exp(-log_inverse_tau)
+        # Projection, not a clamp in the graph. Through .data, so that the version counter stays put: within one
+        # step only the first call can change the value (later ones, e.g. the symmetric direction or GradCache's
+        # mini-batches, find it inside the bound), and no host sync is needed to decide whether to project.
+        self.log_inverse_tau.data.clamp_(max=self._max_log_inverse_tau)
+        return torch.exp(-self.log_inverse_tau)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"init": self.init, "min_tau": self.min_tau}

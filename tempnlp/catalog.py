@@ -35,7 +35,7 @@ POLICY_DESCRIPTIONS = [
     (
         "learnable",
         "LearnableTemperature",
-        "tau learned as log(1/tau), clamped at min_tau (CLIP)",
+        "tau learned as log(1/tau), projected to tau >= min_tau (CLIP)",
         "Radford et al. 2021 (CLIP)",
     ),
     (

@@ -21,6 +21,7 @@ LOSSES = {
     "sogclr": lambda m, mb: SogCLRLoss(m, num_samples=10, mini_batch_size=mb),
     "isogclr": lambda m, mb: ISogCLRLoss(m, num_samples=10, symmetric=True, mini_batch_size=mb),
     "tempnet": lambda m, mb: TempNetLoss(m, num_samples=10, hidden=8, mini_batch_size=mb),
+    "isogclr-queue": lambda m, mb: ISogCLRLoss(m, num_samples=10, queue_size=12, mini_batch_size=mb),
 }
 
 
@@ -66,3 +67,14 @@ def test_cached_equals_uncached(tiny_model_path, name):
 def test_bad_mini_batch_size(tiny_model):
     with pytest.raises(ValueError, match="mini_batch_size must be a positive int"):
         InfoNCELoss(tiny_model, mini_batch_size=0)
+
+
+def test_cached_queue_embeds_in_mini_batches(tiny_model):
+    # GradCache bounds activation memory by the mini-batch; the queue's EMA encoder must not undo that by
+    # embedding the whole batch of positives at once.
+    loss = InfoNCELoss(tiny_model, queue_size=16, mini_batch_size=3)
+    rows_seen = []
+    loss.queue.ema_encoder.register_forward_hook(lambda module, args, out: rows_seen.append(len(args[0]["input_ids"])))
+    loss([tiny_model.preprocess(texts) for texts in COLUMNS], None).backward()
+    assert rows_seen == [3, 3, 2]
+    assert loss.queue._filled_host == 8

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sentence_transformers.base.losses.gradcache import _create_minibatch, _minibatch_ranges
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
@@ -45,12 +46,23 @@ class MomentumQueue(nn.Module):
         return self.queue[: self._filled_host]
 
     @torch.no_grad()
-    def update(self, model: nn.Module, features: dict[str, Any]) -> None:
-        """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings."""
+    def update(self, model: nn.Module, features: dict[str, Any], mini_batch_size: int | None = None) -> None:
+        """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings.
+
+        With ``mini_batch_size`` (GradCache), the EMA encoder embeds that many rows at a time, so the queue adds
+        no more activation memory than one of the loss's own mini-batches.
+        """
         source = model.module if hasattr(model, "module") else model  # DDP-wrapped models
         for ema, current in zip(self.ema_encoder.parameters(), source.parameters(), strict=True):
             ema.mul_(self.momentum).add_(current.detach(), alpha=1.0 - self.momentum)
-        embeddings = F.normalize(self.ema_encoder(features)["sentence_embedding"].float(), dim=1)
+        if mini_batch_size is None:
+            parts = [features]
+        else:  # ST's own slicing, as its GradCache uses: trailing padding trimmed, flattened inputs handled
+            parts = [
+                _create_minibatch(features, begin, end) for begin, end in _minibatch_ranges(features, mini_batch_size)
+            ]
+        embedded = torch.cat([self.ema_encoder(part)["sentence_embedding"] for part in parts])
+        embeddings = F.normalize(embedded.float(), dim=1)
         count = min(embeddings.size(0), self.size)
         positions = (self.pointer + torch.arange(count, device=self.queue.device)) % self.size
         self.queue[positions] = embeddings[-count:].to(self.queue.dtype)

@@ -63,13 +63,22 @@ def test_learnable_leaves_the_bound_at_the_first_step_that_asks():
 
 
 def test_learnable_projection_keeps_autograd_intact_across_calls():
-    # Symmetric objectives call the policy twice in one graph; the second call must not invalidate the first.
+    # Symmetric objectives call the policy twice in one graph; the second call's projection must not bump the
+    # parameter's version counter, or a graph that saved the parameter would fail in backward.
     sims, pos = _similarities()
     policy = LearnableTemperature(init=0.05, min_tau=0.01).double()
+    version = policy.log_inverse_tau._version
     total = (sims / policy(sims, pos)).sum() + (sims.T / policy(sims.T, pos)).sum()
+    assert policy.log_inverse_tau._version == version
     total.backward()
     tau = math.exp(-float(policy.log_inverse_tau.detach()))
     assert float(policy.log_inverse_tau.grad) == pytest.approx(2 * float(sims.sum()) / tau, rel=1e-9)
+
+
+def test_learnable_loaded_state_is_projected():
+    policy = LearnableTemperature(init=0.07, min_tau=0.01)
+    policy.load_state_dict({"log_inverse_tau": torch.tensor(9.0)})
+    assert float(policy.log_inverse_tau.detach()) == pytest.approx(math.log(100))
 
 
 def test_learnable_gradcheck():

@@ -41,7 +41,7 @@ class GradCacheMixin(CachedLossMixin):
             features, labels, lambda: self._loss_from(embed_columns(self.model, features), labels)
         )
         if self.queue is not None and torch.is_grad_enabled():  # training steps only
-            self.queue.update(self.model, queue_features, self.mini_batch_size)
+            self.queue.update(self.model, queue_features, self.mini_batch_size, self.mini_batch_num_tokens)
         return loss
 
     def _set_mini_batch_size(self, mini_batch_size: int | None) -> None:

@@ -46,11 +46,18 @@ class MomentumQueue(nn.Module):
         return self.queue[: self._filled_host]
 
     @torch.no_grad()
-    def update(self, model: nn.Module, features: dict[str, Any], mini_batch_size: int | None = None) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        features: dict[str, Any],
+        mini_batch_size: int | None = None,
+        mini_batch_num_tokens: int | None = None,
+    ) -> None:
         """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings.
 
-        With ``mini_batch_size`` (GradCache), the EMA encoder embeds that many rows at a time, so the queue adds
-        no more activation memory than one of the loss's own mini-batches.
+        With ``mini_batch_size`` (GradCache; and ``mini_batch_num_tokens`` if the loss sets it), the EMA encoder
+        embeds the mini-batches the loss itself embeds, so the queue adds no more activation memory than one of
+        them.
         """
         source = model.module if hasattr(model, "module") else model  # DDP-wrapped models
         for ema, current in zip(self.ema_encoder.parameters(), source.parameters(), strict=True):
@@ -59,7 +66,8 @@ class MomentumQueue(nn.Module):
             parts = [features]
         else:  # ST's own slicing, as its GradCache uses: trailing padding trimmed, flattened inputs handled
             parts = [
-                _create_minibatch(features, begin, end) for begin, end in _minibatch_ranges(features, mini_batch_size)
+                _create_minibatch(features, begin, end)
+                for begin, end in _minibatch_ranges(features, mini_batch_size, mini_batch_num_tokens)
             ]
         embedded = torch.cat([self.ema_encoder(part)["sentence_embedding"] for part in parts])
         embeddings = F.normalize(embedded.float(), dim=1)

@@ -14,11 +14,13 @@ class LearnableTemperature(TemperaturePolicy):
     """A single temperature learned with the encoder, parametrised as CLIP's ``logit_scale = log(1/tau)``.
 
     The temperature is kept at ``tau >= min_tau`` (CLIP keeps ``1/tau <= 100``, i.e. ``min_tau=0.01``) as CLIP
-    keeps it: the parameter itself is projected back into the bound, here at the start of every forward pass
-    (that is, after the previous optimizer step). A temperature pressed against the bound therefore moves back
-    at the first step whose gradient asks for it. A plain ``clamp`` in the graph would give it zero gradient
-    there for good, and a straight-through clamp would let the parameter drift past the bound, leaving a dead
-    zone to cross on the way back.
+    keeps it: the parameter itself is projected back into the bound, in place, before every forward pass (so
+    after each optimizer step) and when a state dict is loaded. A temperature pressed against the bound
+    therefore leaves it as soon as the update points back (with SGD at the first such step; with Adam once its
+    first moment turns). A plain ``clamp`` in the graph would give it zero gradient there for good, and a
+    straight-through clamp would let the parameter drift past the bound, leaving a dead zone to cross on the
+    way back. Because the projection is in place, a tensor passed in for the parameter through
+    ``torch.func.functional_call`` is projected too.
 
     The parameter is named ``log_inverse_tau``; inside a tempnlp loss it is ``objective.temperature.log_inverse_tau``,
     so a regular expression gives it its own learning rate through sentence-transformers' training arguments::
@@ -55,11 +57,18 @@ class LearnableTemperature(TemperaturePolicy):
         self._max_log_inverse_tau = math.log(1.0 / self.min_tau)
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
-        # Projection, not a clamp in the graph. Through .data, so that the version counter stays put: within one
-        # step only the first call can change the value (later ones, e.g. the symmetric direction or GradCache's
-        # mini-batches, find it inside the bound), and no host sync is needed to decide whether to project.
-        self.log_inverse_tau.data.clamp_(max=self._max_log_inverse_tau)
+        # Projection, not a clamp in the graph; unconditional, so that no host sync decides whether to project.
+        # Through .data, so that the version counter stays put: a second call in the same graph (the symmetric
+        # direction) must not invalidate what the first call saved, and only the first call can change the value.
+        self._project()
         return torch.exp(-self.log_inverse_tau)
+
+    def _project(self) -> None:
+        self.log_inverse_tau.data.clamp_(max=self._max_log_inverse_tau)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._project()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"init": self.init, "min_tau": self.min_tau}

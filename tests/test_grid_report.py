@@ -270,6 +270,29 @@ def test_report_says_which_cells_are_missing(tmp_path):
     assert "| macl | 3.010 | 1.020 |" in text  # seed 1 alone: mean step (1.02 + 5.0) / 2, ratio 1.02
 
 
+def test_targets_count_only_adaptive_temperatures_and_name_strategies_without_a_cost_pair(tmp_path):
+    # SogCLR keeps one fixed tau (it changes the objective): however well it scores, it is not the best *adaptive*
+    # strategy. Its cells ran on another machine than the reference's, so no step-time ratio exists for it, and the
+    # cost target must say so instead of counting it among "all strategies".
+    strategies = {**STRATEGIES, "sogclr": {"loss": {"name": "SogCLRLoss", "temperature": 0.05}}}
+    grids = _grid_file(tmp_path, strategies, seeds=[1, 2, 3]).parent
+    results = tmp_path / "eval" / "results" / "grids"
+    cells = _write_results(results, np.random.default_rng(2))
+    for seed, record in cells["macl"].items():
+        scores = {task: value + 1.0 for task, value in record["scores"].items()}  # above macl everywhere
+        sogclr = {**record, "strategy": "sogclr", "scores": scores, "machine": "another CPU"}
+        path = results / "tiny" / "sogclr" / f"seed-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(sogclr))
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    targets = text.split("### Targets")[1]
+    assert "Best adaptive strategy: **macl**" in targets
+    assert (
+        "Time per step within 1.05x of the reference: all paired strategies; no reference cell of the same seed "
+        "on the same machine for sogclr." in targets
+    )
+
+
 def test_a_grid_compared_with_another_shows_how_each_gain_over_the_reference_moved(tmp_path):
     _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3])
     grids = _grid_file(tmp_path, STRATEGIES, seeds=[1, 2, 3], name="tiny-more", compare_with="tiny").parent

@@ -156,7 +156,8 @@ def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
 
 def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, read) -> float | None:
     """The mean over shared seeds of the strategy's cost over the reference's in the same seed, where both cells
-    ran on the same machine (as recorded), so machines that differ between seeds cancel out. The untrained model
+    ran on the same machine (as recorded; two cells that recorded none count as one machine, which the report
+    says), so machines that differ between seeds cancel out. The untrained model
     (one cell) is set against the reference's mean."""
     mine, theirs = found[strategy], found.get(reference, {})
     if not _trained(mine):
@@ -451,9 +452,10 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "
             "the cell's wall time (loading, training and the final evaluation) and its peak resident memory during "
             "training: means over seeds, and × reference the mean over seeds of the ratio to the reference's cell of "
-            "the same seed run on the same machine (the untrained model: to the reference's mean). Cells ran one "
-            "after another on shared 2-core machines; the median keeps a few disturbed steps from moving the step "
-            "time.",
+            "the same seed run on the same machine (the untrained model: to the reference's mean). Cells that "
+            "recorded no machine (run before machines were recorded) are paired with each other by seed, on the "
+            "assumption that one session ran them. Cells ran one after another on shared 2-core machines; the "
+            "median keeps a few disturbed steps from moving the step time.",
             "",
             *cost_table(found, reference),
             "",

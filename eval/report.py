@@ -157,8 +157,8 @@ def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
 def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, read) -> float | None:
     """The mean over shared seeds of the strategy's cost over the reference's in the same seed, where both cells
     ran on the same machine (as recorded; two cells that recorded none count as one machine, which the report
-    says), so machines that differ between seeds cancel out. The untrained model
-    (one cell) is set against the reference's mean."""
+    says), so machines that differ between seeds cancel out. The untrained model (one cell) is set against the
+    reference's mean."""
     mine, theirs = found[strategy], found.get(reference, {})
     if not _trained(mine):
         value, base = _mean_cost(mine, read), _mean_cost(theirs, read)

@@ -33,7 +33,13 @@ import tempnlp
 from tempnlp._io import write_text_atomic
 from tempnlp.data import resolve_model, snli_triplets
 from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, SogCLRLoss, TempNetLoss
-from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
+from tempnlp.temperature import (
+    DySTreSSTemperature,
+    IndividualTemperature,
+    LearnableTemperature,
+    MACLTemperature,
+    TempNetTemperature,
+)
 from tempnlp.train.run import machine_description
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,6 +72,15 @@ def variants(model, with_queue: bool) -> dict[str, torch.nn.Module]:
         "SogCLR": SogCLRLoss(model, NUM_SAMPLES, temperature=0.05),
         "iSogCLR": ISogCLRLoss(model, NUM_SAMPLES, **stateful),
         "TempNet": TempNetLoss(model, NUM_SAMPLES, **stateful),
+        # policies on other objectives, composed as any user would
+        "InfoNCE individual": InfoNCELoss(model, temperature=IndividualTemperature(NUM_SAMPLES, **stateful)),
+        "InfoNCE TempNet": InfoNCELoss(
+            model, temperature=TempNetTemperature(model.get_embedding_dimension(), **stateful)
+        ),
+        "InfoNCE same-view negatives": InfoNCELoss(model, temperature=0.05, same_view_negatives=True),
+        "DCL individual": DCLLoss(model, temperature=IndividualTemperature(NUM_SAMPLES, **stateful)),
+        "SogCLR MACL": SogCLRLoss(model, NUM_SAMPLES, temperature=MACLTemperature()),
+        "SogCLR learnable": SogCLRLoss(model, NUM_SAMPLES, temperature=LearnableTemperature()),
     }
     if with_queue:
         losses["iSogCLR, queue 256"] = ISogCLRLoss(model, NUM_SAMPLES, queue_size=256, **stateful)

@@ -72,3 +72,50 @@ def check_finite(embeddings: list[Tensor], names: list[str]) -> None:
 
 def _hint(hint: str) -> str:
     return f" {hint}" if hint else ""
+
+
+def check_index_tensor(indices: object, rows: int, owner: str) -> Tensor:
+    """Shape and dtype of the dataset indices a per-sample policy or estimator reads (no device read)."""
+    if indices is None:
+        raise ValueError(
+            f"{owner} needs the dataset index of every row. Add it with tempnlp.state.add_index_column(dataset) "
+            "(sentence-transformers passes the 'label' column to the loss untokenised), or pass indices=... at "
+            "tensor level."
+        )
+    if not isinstance(indices, Tensor):
+        indices = torch.as_tensor(indices)
+    if indices.dim() != 1 or indices.numel() != rows or indices.is_floating_point() or indices.dtype == torch.bool:
+        raise ValueError(
+            f"indices must be a 1-D integer tensor with one entry per row ({rows}), got {indices.dtype} of shape "
+            f"{tuple(indices.shape)}."
+        )
+    return indices.long()
+
+
+def check_finite_and_indices(
+    embeddings: list[Tensor], names: list[str], indices: Tensor | None, num_samples: int | None
+) -> None:
+    """Finite embeddings and, given indices, indices in ``[0, num_samples)`` and distinct: one host read."""
+    flags = [emb.isfinite().all() for emb in embeddings]
+    if indices is not None:
+        ordered = indices.sort().values
+        flags += [(indices >= 0).all() & (indices < (num_samples or 0)).all(), (ordered[1:] != ordered[:-1]).all()]
+    values = torch.stack(flags).tolist()
+    finite = values[: len(embeddings)]
+    if not all(finite):
+        bad = [name for name, flag in zip(names, finite, strict=True) if not flag]
+        raise ValueError(
+            f"Non-finite (NaN or inf) values in the embeddings of {', '.join(bad)}. The encoder diverged or "
+            "overflowed: lower the learning rate, use bf16 instead of fp16, or enable gradient clipping "
+            "(max_grad_norm)."
+        )
+    if indices is not None and not values[-2]:
+        raise ValueError(
+            f"Dataset indices must lie in [0, {num_samples}) (num_samples), got values from {int(indices.min())} "
+            f"to {int(indices.max())}: set num_samples to the training set size."
+        )
+    if indices is not None and not values[-1]:
+        raise ValueError(
+            "Duplicate dataset indices in one batch: a sample's state would be updated twice. Each row must be a "
+            "distinct training sample (use add_index_column on the dataset you train on)."
+        )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tempnlp.objectives import DCL, InfoNCE, ISogCLR
+from tempnlp.objectives import DCL, InfoNCE, ISogCLR, SogCLR
 from tempnlp.objectives.isogclr import TempNet
-from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
+from tempnlp.temperature import DySTreSSTemperature, IndividualTemperature, LearnableTemperature, MACLTemperature
 
 GLOBAL_BATCH, STEPS, DIM, NUM_SAMPLES = 8, 3, 12, 12
 
@@ -19,6 +19,13 @@ CASES = {
     # Loss parameters (a learnable tau, TempNet) sit outside DDP: every rank must compute identical gradients.
     "infonce-learnable": lambda gather: InfoNCE(LearnableTemperature(), gather_across_devices=gather).double(),
     "tempnet": lambda gather: _tempnet(gather),
+    # a per-sample tau on InfoNCE, and a learned tau on SogCLR's per-sample estimator
+    "infonce-individual": lambda gather: InfoNCE(
+        IndividualTemperature(NUM_SAMPLES, eta=0.05), symmetric=True, gather_across_devices=gather
+    ).double(),
+    "sogclr-learnable": lambda gather: SogCLR(
+        NUM_SAMPLES, LearnableTemperature(), gather_across_devices=gather
+    ).double(),
 }
 
 

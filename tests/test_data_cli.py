@@ -70,6 +70,18 @@ def test_losses_command_lists_losses_and_policies(capsys):
     for name in ("InfoNCELoss", "DCLLoss", "ISogCLRLoss", "SogCLRLoss", "TempNetLoss", "MACLTemperature"):
         assert name in out
     assert "2207.07874" in out and "2308.01140" in out
+    for key in ("individual", "tempnet"):
+        assert f"  {key} " in out
+
+
+def test_readme_tables_are_the_registry():
+    """The README's loss and policy tables are what the classes declare (tempnlp.catalog.readme_tables())."""
+    from pathlib import Path
+
+    from tempnlp.catalog import readme_tables
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert readme_tables() in readme
 
 
 def test_quickstart_recipe_runs_on_minilm_from_the_mirror(minilm_path, mirror, monkeypatch, tmp_path, capsys):

@@ -7,7 +7,13 @@ import torch
 from test_losses import TEXTS
 
 from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, SogCLRLoss, TempNetLoss
-from tempnlp.temperature import DySTreSSTemperature, LearnableTemperature, MACLTemperature
+from tempnlp.temperature import (
+    DySTreSSTemperature,
+    IndividualTemperature,
+    LearnableTemperature,
+    MACLTemperature,
+    TempNetTemperature,
+)
 
 COLUMNS = [TEXTS, [t.replace("a ", "one ") for t in TEXTS], TEXTS[3:] + TEXTS[:3]]
 INDICES = torch.tensor([3, 0, 7, 1, 9, 4, 2, 8])
@@ -22,6 +28,17 @@ LOSSES = {
     "isogclr": lambda m, mb: ISogCLRLoss(m, num_samples=10, symmetric=True, mini_batch_size=mb),
     "tempnet": lambda m, mb: TempNetLoss(m, num_samples=10, hidden=8, mini_batch_size=mb),
     "isogclr-queue": lambda m, mb: ISogCLRLoss(m, num_samples=10, queue_size=12, mini_batch_size=mb),
+    # per-sample policies on other objectives, and a learned tau on SogCLR's estimator
+    "infonce-individual": lambda m, mb: InfoNCELoss(
+        m, IndividualTemperature(10, eta=0.05), symmetric=True, mini_batch_size=mb
+    ),
+    "dcl-tempnet": lambda m, mb: DCLLoss(
+        m, TempNetTemperature(m.get_embedding_dimension(), hidden=8, num_samples=10), mini_batch_size=mb
+    ),
+    "sogclr-learnable": lambda m, mb: SogCLRLoss(m, 10, LearnableTemperature(), mini_batch_size=mb),
+    "infonce-same-view-queue": lambda m, mb: InfoNCELoss(
+        m, IndividualTemperature(10), same_view_negatives=True, queue_size=12, mini_batch_size=mb
+    ),
 }
 
 

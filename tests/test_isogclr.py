@@ -15,8 +15,9 @@ class NaiveISogCLR:
     """The algorithm exactly as specified, one row at a time, in Python floats (float64)."""
 
     def __init__(self, n, tau_init, tau_min, tau_max, gamma, rho, eta, beta, grad_clip, learn):
-        # The module's buffers start in float32 (the test then moves them to float64): start from the same value.
-        self.tau = [float(torch.tensor(tau_init, dtype=torch.float32))] * n
+        # A learned tau lives in a float32 buffer (the test then moves it to float64): start from the same value.
+        # SogCLR's fixed tau is a FixedTemperature, exact in the similarities' dtype.
+        self.tau = [float(torch.tensor(tau_init, dtype=torch.float32)) if learn else tau_init] * n
         self.s = [None] * n
         self.u = [0.0] * n
         self.p = dict(tau_min=tau_min, tau_max=tau_max, gamma=gamma, rho=rho, eta=eta, beta=beta, clip=grad_clip)

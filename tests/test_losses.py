@@ -78,6 +78,23 @@ def test_symmetric_infonce_equals_st_symmetric_mnrl(tiny_model, negatives):
         torch.testing.assert_close(our_grads[name], their_grads[name], atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("negatives", [0, 1])
+def test_same_view_infonce_equals_st_joint_query_to_query_mnrl(tiny_model, negatives):
+    """The NT-Xent layout of the candidate builder (each anchor also against the other anchors) is MNRL's
+    ``directions=("query_to_doc", "query_to_query")`` with one joint partition: loss and every gradient."""
+    tiny_model.double()
+    columns = [TEXTS, [text.replace("a ", "one ") for text in TEXTS]] + [TEXTS[3:] + TEXTS[:3]] * negatives
+    ours, our_grads = _loss_and_grads(tiny_model, InfoNCELoss(tiny_model, 0.05, same_view_negatives=True), columns)
+    mnrl = MultipleNegativesRankingLoss(
+        tiny_model, scale=20.0, directions=("query_to_doc", "query_to_query"), partition_mode="joint"
+    )
+    theirs, their_grads = _loss_and_grads(tiny_model, mnrl, columns)
+    plain, _ = _loss_and_grads(tiny_model, InfoNCELoss(tiny_model, 0.05), columns)
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-6) and float(ours) != pytest.approx(float(plain))
+    for name in their_grads:
+        torch.testing.assert_close(our_grads[name], their_grads[name], atol=1e-6, rtol=0, msg=name)
+
+
 def _pairs(count: int = 96, seed: int = 0, negatives: bool = False) -> Dataset:
     """Random 'sentences' whose positive is a lightly corrupted copy: learnable by a tiny model in a few steps."""
     rng = random.Random(seed)

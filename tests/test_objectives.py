@@ -16,8 +16,10 @@ from tempnlp.temperature import (
     FixedTemperature,
     LearnableTemperature,
     MACLTemperature,
+    RowStatistics,
     TemperaturePolicy,
 )
+from tempnlp.temperature.base import ROW_LOG_PROBABILITY
 
 
 class RowTemperature(TemperaturePolicy):
@@ -145,25 +147,30 @@ class FrozenTemperature(TemperaturePolicy):
         return tau
 
     @property
-    def reweights(self) -> bool:
-        return any(weights is not None for weights in self.weights)
+    def requires(self) -> frozenset[str]:
+        return frozenset({ROW_LOG_PROBABILITY}) if any(w is not None for w in self.weights) else frozenset()
 
-    def loss_weights(self, positive_log_probs: Tensor) -> Tensor | None:
+    def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         weights = self.weights[self.weight_calls % len(self.weights)]
         self.weight_calls += 1
-        return weights
+        if weights is None:
+            return row_losses
+        return (statistics.row_log_probability() * weights).to(row_losses.dtype)
 
 
 def _freeze(policy: TemperaturePolicy, run) -> FrozenTemperature:
+    """Record the temperatures and MACL's weights 1 / (1 - P_i) (from the formula) of one run."""
     weights: list[Tensor | None] = []
-    original = policy.loss_weights
+    original = policy.observe
 
-    def recording(log_probs):
-        value = original(log_probs)
-        weights.append(value)
-        return value
+    def recording(row_losses, statistics):
+        if getattr(policy, "reweight", False):
+            weights.append(1.0 / -torch.expm1(-statistics.row_log_probability().detach()))
+        else:
+            weights.append(None)
+        return original(row_losses, statistics)
 
-    policy.loss_weights = recording
+    policy.observe = recording
     objective = run(policy)
     return FrozenTemperature(list(objective.last_temperatures), weights)
 

@@ -113,7 +113,10 @@ def test_a_column_layout_the_loss_cannot_take_fails_before_training():
         data={"dataset": "x/y", "format": "columns", "columns": ["anchor", "label"]}, loss={"name": "ISogCLRLoss"}
     )
     assert "reads the dataset index from the 'label' column" in _error(raw)
-    assert "TempNetLoss is one-directional" in _error(_minimal(loss={"name": "TempNetLoss", "symmetric": True}))
+    # a policy the objective cannot take is refused by the one combination rule, before anything loads
+    reweighted_dcl = _minimal(loss={"name": "DCLLoss", "temperature": {"policy": "macl", "reweight": True}})
+    assert "weights each row by 1 / (1 - P)" in _error(reweighted_dcl) and "Use InfoNCE" in _error(reweighted_dcl)
+    validate(_minimal(loss={"name": "TempNetLoss", "symmetric": True}))  # one network serves both directions
 
 
 def test_yaml_reads_exponent_floats_and_set_values_as_yaml_scalars(tmp_path):
@@ -427,6 +430,34 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_m
     state_a = torch.load(run_env / "straight" / "checkpoint-6" / "loss_state.pt", weights_only=True)
     state_b = torch.load(run_env / "resumed" / "checkpoint-6" / "loss_state.pt", weights_only=True)
     assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[key], state_b[key]) for key in state_a)
-    assert bool(state_a["objective.query_state.seen"].all())  # the state compared has seen every sample
+    assert bool(state_a["objective.estimates.0.seen"].all())  # the state compared has seen every sample
     history = json.loads((run_env / "resumed" / "log_history.json").read_text())
     assert [entry["step"] for entry in history if "loss" in entry] == list(range(1, 9))  # no step logged twice
+
+
+@pytest.mark.parametrize(
+    "loss,policy",
+    [
+        ("InfoNCELoss", "{policy: individual, tau_init: 0.05, tau_min: 0.02, tau_max: 0.2, rho: 0.3}"),
+        ("DCLLoss", "{policy: tempnet, hidden: 16, tau_init: 0.05, tau_min: 0.02, tau_max: 0.2}"),
+    ],
+)
+def test_a_per_sample_policy_on_another_objective_through_tempnlp_train(run_env, tiny_model_path, loss, policy):
+    """A recipe puts iSogCLR's per-sample tau on InfoNCE and TempNet on DCL: the run adds the index column, fills
+    in num_samples (and TempNet's embedding size), checkpoints the state and draws the per-sample histograms."""
+    out = run_env / loss
+    sets = _sets("evaluation.before=false", "evaluation.sts=null", "training.num_train_epochs=2", "data.limit=32")
+    sets += ["--set", f"loss={{name: {loss}, temperature: {policy}}}", "--set", "loss.symmetric=true"]
+    args = ["train", str(RECIPES / "unsup-simcse.yaml"), "--output-dir", str(out)]
+    assert main([*args, "--set", f"model.name={tiny_model_path}", *sets]) == 0
+    card = (out / "model" / "README.md").read_text()
+    name = "IndividualTemperature(num_samples=32" if "individual" in policy else "TempNetTemperature(embedding_dim="
+    assert f"Loss: `{loss}(" in card and name in card
+    histograms = json.loads((out / "tau_histograms.json").read_text())["histograms"][-1]
+    assert histograms["seen"] == 32 and histograms["document"]["seen"] == 32  # both directions, every sample
+    state = torch.load(out / "checkpoint-8" / "loss_state.pt", weights_only=True)
+    if "individual" in policy:
+        tau = state["objective.temperature.states.0.tau"]
+        assert len(set(tau.tolist())) > 5  # the temperatures moved, one per sample
+    else:
+        assert any(key.startswith("objective.temperature.network.") for key in state)

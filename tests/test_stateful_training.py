@@ -228,7 +228,7 @@ def test_resuming_from_a_checkpoint_outside_output_dir_reads_its_state_when_told
     trainer.add_callback(Stop())
     trainer.train(resume_from_checkpoint=str(moved))
     assert restored and all(torch.equal(v, saved.objective.state_dict()[k]) for k, v in restored.items())
-    assert restored["query_state.seen"].all()
+    assert restored["estimates.0.seen"].all()
 
 
 def test_tempnet_trains_in_one_epoch_without_warning(tiny_model, tmp_path):

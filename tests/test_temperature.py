@@ -112,12 +112,21 @@ def test_macl_clamps_positive_and_detaches():
 
 
 def test_macl_reweighting_is_one_over_one_minus_p():
-    policy = MACLTemperature(reweight=True)
+    """observe() returns each row's -log P_i times the detached 1 / (1 - P_i)."""
     probs = torch.tensor([0.1, 0.5, 0.9, 0.999], dtype=torch.float64)
-    weights = policy.loss_weights(probs.log())
-    for p, w in zip(probs.tolist(), weights.tolist(), strict=True):
-        assert w == pytest.approx(1 / (1 - p), rel=1e-9)
-    assert MACLTemperature(reweight=False).loss_weights(probs.log()) is None
+    negative_log_probs = (-probs.log()).requires_grad_()
+
+    class Statistics:  # what InfoNCE hands the policy: -log P_i, differentiable
+        def row_log_probability(self):
+            return negative_log_probs
+
+    row_losses = torch.zeros(4, dtype=torch.float64)
+    reweighted = MACLTemperature(reweight=True).observe(row_losses, Statistics())
+    reweighted.sum().backward()
+    for p, value, grad in zip(probs.tolist(), reweighted.tolist(), negative_log_probs.grad.tolist(), strict=True):
+        assert value == pytest.approx(-math.log(p) / (1 - p), rel=1e-9)
+        assert grad == pytest.approx(1 / (1 - p), rel=1e-9)  # the weight is a constant
+    assert MACLTemperature(reweight=False).observe(row_losses, Statistics()) is row_losses
 
 
 def _dystress_paper(s: float, lo: float, hi: float) -> float:
@@ -179,6 +188,10 @@ def test_as_policy_accepts_numbers_and_policies_only():
 
 def test_every_named_policy_builds_with_defaults():
     sims, pos = _similarities()
+    run = {"num_samples": 10, "embedding_dim": 4}  # what a run fills in for the policies that declare it
+    anchors = torch.randn(sims.size(0), 4)
     for name, cls in POLICIES.items():
-        tau = cls()(sims.float(), pos.float())
+        assert cls.name == name and cls.summary and cls.paper, name  # declared once, read by the registry
+        policy = cls(**{key: run[key] for key in cls.run_arguments})
+        tau = policy(sims.float(), pos.float(), anchors=anchors)
         assert torch.isfinite(tau).all() and (tau > 0).all(), name

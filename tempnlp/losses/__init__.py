@@ -7,6 +7,12 @@
 from tempnlp.losses.base import TemperatureContrastiveLoss
 from tempnlp.losses.dcl import DCLLoss
 from tempnlp.losses.infonce import InfoNCELoss
-from tempnlp.losses.isogclr import ISogCLRLoss, SogCLRLoss, TempNetLoss
+from tempnlp.losses.isogclr import ISogCLRLoss, TempNetLoss
+from tempnlp.losses.sogclr import SogCLRLoss
 
-__all__ = ["DCLLoss", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "TempNetLoss", "TemperatureContrastiveLoss"]
+__all__ = ["LOSSES", "DCLLoss", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "TempNetLoss", "TemperatureContrastiveLoss"]
+
+#: The losses by the name each declares (recipes' ``loss.name``), in the order of the README.
+LOSSES: dict[str, type[TemperatureContrastiveLoss]] = {
+    cls.name: cls for cls in (InfoNCELoss, DCLLoss, SogCLRLoss, ISogCLRLoss, TempNetLoss)
+}

@@ -1,9 +1,15 @@
-"""The thin sentence-transformers layer: embed the columns, hand them to an objective, expose its temperature."""
+"""The thin sentence-transformers layer: embed the columns, hand them to an objective, expose its temperature.
+
+A loss declares itself once (class attributes ``name``, ``summary``, ``paper``, ``paper_citation``), which
+``tempnlp losses``, recipes, the README table and the model card read, and answers the trainer integration's
+questions through capabilities (:attr:`needs_dataset_indices`, :attr:`has_state`, :attr:`needs_global_batch`,
+:attr:`acts_on_revisit`) instead of being told apart by class.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
@@ -14,12 +20,19 @@ from tempnlp.temperature import TemperaturePolicy
 
 
 class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
-    """Base of tempnlp's sentence-transformers losses.
+    """Base of tempnlp's sentence-transformers losses: any objective with any temperature policy.
 
-    Subclasses build ``self.objective`` (a :class:`~tempnlp.objectives.base.ContrastiveObjective`) and define
-    ``citation``. The loss takes the batch columns in dataset order: anchor, positive, then any number of
-    hard-negative columns.
+    The loss takes the batch columns in dataset order: anchor, positive, then any number of hard-negative
+    columns; when the objective needs dataset indices (per-sample state), they come in the ``label`` column
+    (:func:`tempnlp.state.add_index_column`).
     """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    usage: ClassVar[str] = ""
+    #: BibTeX of the objective's paper; :attr:`citation` adds the policy's.
+    paper_citation: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -32,13 +45,55 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
         super().__init__()
         self.model = model
         self.objective = objective
-        gather = getattr(objective, "gather_across_devices", False)
-        self._set_up_forward(queue_size, queue_momentum, mini_batch_size, gather)
+        self._set_up_forward(queue_size, queue_momentum, mini_batch_size, objective.gather_across_devices)
 
     @property
     def temperature(self) -> TemperaturePolicy:
         """The temperature policy; its parameters, if any, are ``objective.temperature.*`` of this loss."""
         return self.objective.temperature
+
+    @property
+    def citation(self) -> str:
+        return self.temperature.citation + self.paper_citation
+
+    # -- capabilities, read by tempnlp.train -------------------------------------------------------------------
+
+    @property
+    def needs_dataset_indices(self) -> bool:
+        """A training step reads each row's dataset index from the ``label`` column."""
+        return self.objective.needs_indices
+
+    @property
+    def has_state(self) -> bool:
+        """Anything a resumed run needs back that sentence-transformers does not save with the model: per-sample
+        buffers, a momentum queue, or trainable parameters of the loss's own (a learnable tau, TempNet)."""
+        return self.needs_dataset_indices or self.queue is not None or bool(self.own_parameters())
+
+    @property
+    def needs_global_batch(self) -> bool:
+        """Under several processes, whether every rank must see the global batch (``gather_across_devices``):
+        per-sample state and the loss's own parameters would otherwise part ways across ranks."""
+        return self.needs_dataset_indices or bool(self.own_parameters())
+
+    @property
+    def acts_on_revisit(self) -> bool:
+        """The temperature of a sample acts only when that sample comes back (warn for one-epoch runs)."""
+        return self.temperature.acts_on_revisit
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        model_parameters = {id(p) for p in self.model.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in model_parameters]
+
+    def sample_temperatures(self, direction: int = 0) -> Tensor | None:
+        """Per-sample temperatures of the samples seen so far in one direction, for policies that keep them."""
+        method = getattr(self.temperature, "sample_temperatures", None)
+        return None if method is None else method(direction)
+
+    def check_batch_shape(self, batch_size: int, document_columns: int) -> None:
+        """Refuse, before any data loads, a per-device batch whose rows cannot take a step (see the objective)."""
+        self.objective.check_batch_shape(batch_size, document_columns)
+
+    # -- forward ---------------------------------------------------------------------------------------------
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         features = list(sentence_features)
@@ -48,7 +103,8 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         self._check_columns(len(embeddings))
         extra = self.queue.negatives() if self.queue is not None else None
-        return self.objective(embeddings[0], embeddings[1:], extra_negatives=extra)
+        indices = labels if self.needs_dataset_indices else None
+        return self.objective(embeddings[0], embeddings[1:], indices, extra_negatives=extra)
 
     def _loss_from(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
         return self.compute_loss_from_embeddings(embeddings, labels)
@@ -59,11 +115,15 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         # The policy is passed as a module so the model card renders it as ``MACLTemperature(tau0=..., ...)``.
-        config: dict[str, Any] = {"temperature": self.temperature}
+        config: dict[str, Any] = {"temperature": self.temperature, "symmetric": self.objective.symmetric}
+        if self.objective.same_view_negatives:
+            config["same_view_negatives"] = True
         if self.queue is not None:
             config.update(queue_size=self.queue.size, queue_momentum=self.queue.momentum)
         if self.mini_batch_size is not None:
             config["mini_batch_size"] = self.mini_batch_size
+        if self.objective.gather_across_devices:
+            config["gather_across_devices"] = True
         return config
 
     def _check_columns(self, count: int) -> None:

@@ -10,6 +10,20 @@ from tempnlp.temperature import TemperaturePolicy
 
 
 class DCLLoss(TemperatureContrastiveLoss):
+    name = "DCLLoss"
+    summary = "decoupled contrastive loss (positive removed from the denominator); DCLW with sigma"
+    paper = "Yeh et al. 2022 (ECCV), arXiv 2110.06848"
+    usage = "DCLLoss(model, temperature=..., sigma=None or 0.5)"
+    paper_citation = """
+@inproceedings{yeh2022decoupled,
+    title = {Decoupled Contrastive Learning},
+    author = {Yeh, Chun-Hsiao and Hong, Cheng-Yao and Hsu, Yen-Chi and Liu, Tyng-Luh and Chen, Yubei and LeCun, Yann},
+    booktitle = {European Conference on Computer Vision (ECCV)},
+    year = {2022},
+    url = {https://arxiv.org/abs/2110.06848},
+}
+"""
+
     def __init__(
         self,
         model: SentenceTransformer,
@@ -76,25 +90,6 @@ class DCLLoss(TemperatureContrastiveLoss):
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 
     def get_config_dict(self) -> dict[str, Any]:
-        objective = self.objective
-        return {
-            **super().get_config_dict(),
-            "sigma": objective.sigma,
-            "symmetric": objective.symmetric,
-            "anchor_negatives": objective.anchor_negatives,
-        }
-
-    @property
-    def citation(self) -> str:
-        return (
-            self.temperature.citation
-            + """
-@inproceedings{yeh2022decoupled,
-    title = {Decoupled Contrastive Learning},
-    author = {Yeh, Chun-Hsiao and Hong, Cheng-Yao and Hsu, Yen-Chi and Liu, Tyng-Luh and Chen, Yubei and LeCun, Yann},
-    booktitle = {European Conference on Computer Vision (ECCV)},
-    year = {2022},
-    url = {https://arxiv.org/abs/2110.06848},
-}
-"""
-        )
+        config = {**super().get_config_dict(), "sigma": self.objective.sigma}
+        config.pop("same_view_negatives", None)
+        return {**config, "anchor_negatives": self.objective.anchor_negatives}

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 
 from tempnlp.losses.base import TemperatureContrastiveLoss
@@ -10,6 +8,20 @@ from tempnlp.temperature import TemperaturePolicy
 
 
 class InfoNCELoss(TemperatureContrastiveLoss):
+    name = "InfoNCELoss"
+    summary = "InfoNCE / SimCSE / MNRL: in-batch and hard negatives; optional symmetric term"
+    paper = "van den Oord et al. 2018; Gao et al. 2021 (SimCSE)"
+    usage = "InfoNCELoss(model, temperature=..., symmetric=False)"
+    paper_citation = """
+@inproceedings{gao2021simcse,
+    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
+    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
+    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
+    year = "2021",
+    url = "https://arxiv.org/abs/2104.08821",
+}
+"""
+
     def __init__(
         self,
         model: SentenceTransformer,
@@ -20,6 +32,7 @@ class InfoNCELoss(TemperatureContrastiveLoss):
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
         gather_across_devices: bool = False,
+        same_view_negatives: bool = False,
     ) -> None:
         """
         InfoNCE (in-batch negatives, SimCSE, MultipleNegativesRankingLoss) with a swappable temperature.
@@ -47,6 +60,8 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 rank's embeddings, gathered with gradient); the result equals one process on that batch.
             check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
                 device per step; pass False to skip it.
+            same_view_negatives: also contrast each anchor with the other anchors (and, symmetric, each positive
+                with the other positives): the NT-Xent / SimCLR layout.
 
         Requirements:
             1. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples.
@@ -87,28 +102,11 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 trainer.train()
         """
         objective = InfoNCE(
-            temperature, symmetric=symmetric, check_finite=check_finite, gather_across_devices=gather_across_devices
+            temperature,
+            symmetric=symmetric,
+            check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
+            same_view_negatives=same_view_negatives,
         )
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
         self.symmetric = self.objective.symmetric
-
-    def get_config_dict(self) -> dict[str, Any]:
-        config = {**super().get_config_dict(), "symmetric": self.symmetric}
-        if self.objective.gather_across_devices:
-            config["gather_across_devices"] = True
-        return config
-
-    @property
-    def citation(self) -> str:
-        return (
-            self.temperature.citation
-            + """
-@inproceedings{gao2021simcse,
-    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
-    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
-    booktitle = "Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing",
-    year = "2021",
-    url = "https://arxiv.org/abs/2104.08821",
-}
-"""
-        )

@@ -1,17 +1,22 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
-from tempnlp.losses.cache import GradCacheMixin
+from tempnlp.losses.base import TemperatureContrastiveLoss
 from tempnlp.objectives.isogclr import ISogCLR, TempNet
 
 
-class ISogCLRLoss(GradCacheMixin, nn.Module):
-    stateful = True
+class ISogCLRLoss(TemperatureContrastiveLoss):
+    """SogCLR's objective with :class:`~tempnlp.temperature.IndividualTemperature`: iSogCLR (Qiu et al. 2023)."""
+
+    name = "ISogCLRLoss"
+    summary = "SogCLR with one learned tau per training sample (DRO over a KL ball of radius rho)"
+    paper = "Qiu et al. 2023 (iSogCLR), arXiv 2305.11965"
+    usage = "ISogCLRLoss(model, num_samples, rho=0.3, symmetric=False)"
+    paper_citation = ""  # the policy's citation is iSogCLR's
 
     def __init__(
         self,
@@ -85,9 +90,7 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
                 track_loss_state(trainer)  # saves/restores the per-sample state with checkpoints, logs tau
                 trainer.train()
         """
-        super().__init__()
-        self.model = model
-        self.objective = ISogCLR(
+        objective = ISogCLR(
             num_samples,
             tau_init=tau_init,
             tau_min=tau_min,
@@ -97,111 +100,27 @@ class ISogCLRLoss(GradCacheMixin, nn.Module):
             eta=eta,
             beta=beta,
             grad_clip=grad_clip,
-            learn_temperature=self._learns_temperature,
             symmetric=symmetric,
             check_finite=check_finite,
             temperature_network=temperature_network,
             gather_across_devices=gather_across_devices,
         )
-        self._set_up_forward(queue_size, queue_momentum, mini_batch_size, gather_across_devices)
-
-    _learns_temperature = True
-    #: per-sample temperatures only act when a sample comes back: warn for single-epoch runs
-    warns_single_epoch = True
+        super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 
     @property
-    def tau(self):
+    def tau(self) -> Tensor:
         """Per-sample temperatures, one per dataset index."""
         return self.objective.tau
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        features = list(sentence_features)
-        if len(features) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs at least two text columns (anchor, positive[, negative_1, ...]) but "
-                f"the batch has {len(features)}. For unsupervised SimCSE, duplicate the sentence column."
-            )
-        return self._forward(features, labels)
-
-    def _loss_from(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
-        extra = self.queue.negatives() if self.queue is not None else None
-        return self.objective(embeddings[0], embeddings[1:], labels, extra_negatives=extra)
-
-    def temperature_stats(self) -> dict[str, float]:
-        return self.objective.temperature_stats()
 
     def get_config_dict(self) -> dict[str, Any]:
         o = self.objective
         config = {"num_samples": o.num_samples, "tau_init": o.tau_init, "gamma": o.gamma, "symmetric": o.symmetric}
         if self.queue is not None:
             config.update(queue_size=self.queue.size, queue_momentum=self.queue.momentum)
-        if o.learn_temperature:
-            config.update(
-                tau_min=o.tau_min, tau_max=o.tau_max, rho=o.rho, eta=o.eta, beta=o.beta, grad_clip=o.grad_clip
-            )
+        if self.mini_batch_size is not None:
+            config["mini_batch_size"] = self.mini_batch_size
+        config.update(tau_min=o.tau_min, tau_max=o.tau_max, rho=o.rho, eta=o.eta, beta=o.beta, grad_clip=o.grad_clip)
         return config
-
-    @property
-    def citation(self) -> str:
-        return """
-@inproceedings{qiu2023isogclr,
-    title = {Not All Semantics are Created Equal: Contrastive Self-supervised Learning with Automatic
-             Temperature Individualization},
-    author = {Qiu, Zi-Hao and Hu, Quanqi and Yuan, Zhuoning and Zhou, Denny and Zhang, Lijun and Yang, Tianbao},
-    booktitle = {International Conference on Machine Learning (ICML)},
-    year = {2023},
-    url = {https://arxiv.org/abs/2305.11965},
-}
-"""
-
-
-class SogCLRLoss(ISogCLRLoss):
-    """SogCLR (Yuan et al. 2022): per-sample moving averages of the partition function, one fixed temperature.
-
-    ``SogCLRLoss(model, num_samples, temperature=0.1, gamma=0.9, symmetric=False)``; the dataset needs the index
-    column of :func:`tempnlp.state.add_index_column`.
-    """
-
-    _learns_temperature = False
-    warns_single_epoch = False
-
-    def __init__(
-        self,
-        model: SentenceTransformer,
-        num_samples: int,
-        temperature: float = 0.1,
-        gamma: float = 0.9,
-        symmetric: bool = False,
-        check_finite: bool = True,
-        mini_batch_size: int | None = None,
-        gather_across_devices: bool = False,
-    ) -> None:
-        super().__init__(
-            model,
-            num_samples,
-            tau_init=temperature,
-            tau_min=temperature,  # the temperature never moves: bounds only validate it
-            tau_max=temperature,
-            gamma=gamma,
-            symmetric=symmetric,
-            check_finite=check_finite,
-            mini_batch_size=mini_batch_size,
-            gather_across_devices=gather_across_devices,
-        )
-
-    @property
-    def citation(self) -> str:
-        return """
-@inproceedings{yuan2022sogclr,
-    title = {Provable Stochastic Optimization for Global Contrastive Learning: Small Batch Does Not Harm
-             Performance},
-    author = {Yuan, Zhuoning and Wu, Yuexin and Qiu, Zi-Hao and Du, Xianzhi and Zhang, Lijun and Zhou, Denny
-              and Yang, Tianbao},
-    booktitle = {International Conference on Machine Learning (ICML)},
-    year = {2022},
-    url = {https://arxiv.org/abs/2202.12387},
-}
-"""
 
 
 class TempNetLoss(ISogCLRLoss):
@@ -215,6 +134,11 @@ class TempNetLoss(ISogCLRLoss):
     Reference: Qiu, Guo, Xu, Hu, Zhang and Yang 2024, "To Cool or not to Cool? Temperature Network Meets Large
     Foundation Models via DRO", arXiv 2404.04575.
     """
+
+    name = "TempNetLoss"
+    summary = "the iSogCLR objective with tau predicted from the embedding by a small network"
+    paper = "Qiu et al. 2024 (TempNet), arXiv 2404.04575"
+    usage = "TempNetLoss(model, num_samples, hidden=256)"
 
     def __init__(
         self,
@@ -248,30 +172,10 @@ class TempNetLoss(ISogCLRLoss):
             mini_batch_size=mini_batch_size,
             gather_across_devices=gather_across_devices,
         )
-        if symmetric:  # the document direction gets its own network, as it gets its own buffers in iSogCLR
-            raise ValueError("TempNetLoss supports the one-directional form; use symmetric=False.")
-
-    warns_single_epoch = False  # the network predicts tau for unseen samples too
 
     def get_config_dict(self) -> dict[str, Any]:
         config = super().get_config_dict()
-        config.update(
-            hidden=self.objective.temperature_network.hidden.out_features,
-            tau_min=self.objective.tau_min,
-            tau_max=self.objective.tau_max,
-            rho=self.objective.rho,
-            grad_clip=self.objective.grad_clip,
-        )
+        config["hidden"] = self.objective.temperature_network.hidden.out_features
+        for key in ("eta", "beta"):  # TempNet has no buffer step
+            config.pop(key)
         return config
-
-    @property
-    def citation(self) -> str:
-        return """
-@inproceedings{qiu2024tempnet,
-    title = {To Cool or not to Cool? Temperature Network Meets Large Foundation Models via DRO},
-    author = {Qiu, Zi-Hao and Guo, Siqi and Xu, Mao and Zhao, Tuo and Zhang, Lijun and Yang, Tianbao},
-    booktitle = {International Conference on Machine Learning (ICML)},
-    year = {2024},
-    url = {https://arxiv.org/abs/2404.04575},
-}
-"""

@@ -1,51 +1,25 @@
-"""Pieces shared by the contrastive objectives: column handling, similarities and temperature scaling."""
+"""What every objective shares: the policy, the candidate set, one direction's loop, temperature scaling."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tempnlp._checks import check_embeddings, check_finite
+from tempnlp.objectives.candidates import (
+    CandidateBatch,
+    Direction,
+    as_columns,
+    build_candidates,
+    candidate_counts,
+    logits_dtype,
+)
+from tempnlp.objectives.rules import check_combination
 from tempnlp.temperature import TemperaturePolicy, as_policy, temperature_stats
+from tempnlp.temperature.base import RowStatistics
 
-
-def as_columns(documents: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    """Documents as a list of (B, d) columns: positives first, then any hard-negative columns.
-
-    A single (B, d) tensor is the positives alone; a (B, 1 + n, d) tensor is split along its second axis.
-    """
-    if isinstance(documents, Tensor):
-        if documents.dim() == 3:
-            return list(documents.unbind(1))
-        return [documents]
-    columns = list(documents)
-    if not columns:
-        raise ValueError(
-            "documents is empty: pass at least the positives, as a (B, d) tensor or a list "
-            "[positives, negatives_1, ...]."
-        )
-    return columns
-
-
-def validate_batch(anchors: Tensor, columns: list[Tensor], *, check_values: bool) -> None:
-    check_embeddings("anchors", anchors, batch_size=None, dim=None)
-    batch_size, dim = anchors.shape
-    if batch_size < 1:
-        raise ValueError("anchors is empty: a contrastive loss needs at least one (anchor, positive) pair.")
-    for position, column in enumerate(columns):
-        name = "positives" if position == 0 else f"negatives_{position}"
-        check_embeddings(name, column, batch_size=batch_size, dim=dim)
-    if check_values:
-        names = ["anchors", "positives"] + [f"negatives_{i}" for i in range(1, len(columns))]
-        check_finite([anchors, *columns], names)
-
-
-def logits_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Similarities are scaled and exponentiated in at least float32, so bf16/fp16 autocast stays finite."""
-    return torch.promote_types(dtype, torch.float32)
+__all__ = ["ContrastiveObjective", "as_columns", "logits_dtype", "scale_by_temperature"]
 
 
 def scale_by_temperature(similarities: Tensor, tau: Tensor) -> Tensor:
@@ -64,47 +38,130 @@ def scale_by_temperature(similarities: Tensor, tau: Tensor) -> Tensor:
     )
 
 
-def positive_temperature(tau: Tensor, rows: Tensor) -> Tensor:
-    """The temperature applied to each row's positive, which sits at column ``i`` of row ``i``."""
-    if tau.dim() == 2:
-        return tau[rows, rows]
-    return tau
-
-
 class ContrastiveObjective(nn.Module):
-    """Base for objectives that own a temperature policy and remember the temperatures of their last call."""
+    """Base of the objectives: ``objective(anchors, documents, indices=None, extra_negatives=None) -> loss``.
 
-    def __init__(self, temperature: TemperaturePolicy | float = 0.05) -> None:
+    A subclass says whether the positive belongs to the partition (``positive_in_partition``), what it offers a
+    policy (``offers``) and how a direction's row losses follow from its scaled similarities (:meth:`row_losses`).
+    This class builds the candidate set, asks the policy for the temperature of each direction, hands the row
+    losses to the policy's ``observe`` hook, and averages directions and rows.
+    """
+
+    positive_in_partition: ClassVar[bool] = True
+    offers: ClassVar[frozenset[str]] = frozenset()
+    #: a human name for error messages
+    display_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        temperature: TemperaturePolicy | float = 0.05,
+        *,
+        symmetric: bool = False,
+        same_view_negatives: bool = False,
+        check_finite: bool = True,
+        gather_across_devices: bool = False,
+    ) -> None:
         super().__init__()
         self.temperature = as_policy(temperature)
+        self.symmetric = bool(symmetric)
+        self.same_view_negatives = bool(same_view_negatives)
+        self.check_finite = bool(check_finite)
+        self.gather_across_devices = bool(gather_across_devices)
+        check_combination(self, self.temperature)
+        self.temperature.attach(self.directions)
         self.last_temperatures: list[Tensor] = []
 
-    def _temperature(self, similarities: Tensor, positives: Tensor, anchors: Tensor, indices: Tensor | None) -> Tensor:
-        tau = self.temperature(similarities, positives, anchors=anchors, indices=indices)
+    @property
+    def directions(self) -> int:
+        return 2 if self.symmetric else 1
+
+    @property
+    def needs_indices(self) -> bool:
+        """Whether a training step reads the dataset index of each row (for per-sample state)."""
+        return self.temperature.needs_indices
+
+    @property
+    def num_samples(self) -> int | None:
+        return getattr(self.temperature, "num_samples", None)
+
+    @property
+    def partition_name(self) -> str:
+        return "candidates, the positive included" if self.positive_in_partition else "negatives"
+
+    def candidate_counts(self, batch_size: int, document_columns: int, extra: int = 0) -> list[int]:
+        """The size of a row's partition in each direction for a batch of this shape."""
+        return candidate_counts(
+            batch_size,
+            document_columns,
+            symmetric=self.symmetric,
+            same_view_negatives=self.same_view_negatives,
+            positive_in_partition=self.positive_in_partition,
+            extra=extra,
+        )
+
+    def check_batch_shape(self, batch_size: int, document_columns: int, extra: int = 0) -> None:
+        """Refuse a batch shape that leaves a row without a partition, or that the policy cannot step at."""
+        counts = self.candidate_counts(batch_size, document_columns, extra)
+        self._check_partitions(counts)
+        check = getattr(self.temperature, "check_partition_size", None)
+        if check is not None:
+            for count in counts:
+                check(count, self.partition_name)
+
+    def _check_partitions(self, counts: list[int]) -> None:
+        if min(counts) < 1:
+            raise ValueError(
+                f"{self.display_name or type(self).__name__} needs at least one negative in each direction: a batch "
+                "of one (anchor, positive) pair has none"
+                + (" for the document-to-anchor term" if self.symmetric else "")
+                + ". Use a batch size > 1, or add a hard-negative column (symmetric=False)."
+            )
+
+    def forward(
+        self,
+        anchors: Tensor,
+        documents: Tensor | Sequence[Tensor],
+        indices: Tensor | None = None,
+        extra_negatives: Tensor | None = None,
+    ) -> Tensor:
+        batch = build_candidates(self, anchors, documents, indices, extra_negatives)
+        extra = 0 if extra_negatives is None else extra_negatives.size(0)
+        self._check_partitions(self.candidate_counts(batch.anchors.size(0), len(batch.columns), extra))
+        self.last_temperatures = []
+        losses = [self._direction(direction, batch) for direction in batch.directions]
+        rows = losses[0] if len(losses) == 1 else 0.5 * (losses[0] + losses[1])
+        return rows.mean()
+
+    def _direction(self, direction: Direction, batch: CandidateBatch) -> Tensor:
+        similarities = direction.similarities
+        tau = self.temperature(
+            similarities,
+            batch.positive_similarities,
+            anchors=direction.queries,
+            indices=batch.indices,
+            direction=direction.index,
+        )
         self.last_temperatures.append(tau.detach())
-        return tau
+        row_losses, statistics = self.row_losses(direction, tau, batch)
+        return self.temperature.observe(row_losses, statistics)
+
+    def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
+        """Each row's loss (B,) and the statistics the policy may observe."""
+        raise NotImplementedError
+
+    def statistics(self, direction: Direction, tau: Tensor, batch: CandidateBatch, **extra) -> RowStatistics:
+        return RowStatistics(
+            similarities=direction.similarities,
+            tau=tau,
+            in_partition=direction.partition_mask(self.positive_in_partition),
+            candidates=direction.partition_size(self.positive_in_partition),
+            direction=direction.index,
+            indices=batch.indices,
+            anchors=direction.queries,
+            positive_in_partition=self.positive_in_partition,
+            **extra,
+        )
 
     def temperature_stats(self) -> dict[str, float]:
         """Mean, min and max over every temperature the last call used (host read; call it at log time)."""
         return temperature_stats(self.last_temperatures)
-
-
-def normalized_similarities(
-    anchors: Tensor, columns: list[Tensor], extra_negatives: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Cosine similarities of each anchor with every document of every column, and the normalised anchors.
-
-    Returns ``(similarities, anchors_normalized)`` with similarities of shape (B, B * len(columns) + K): columns
-    laid out one after the other, so the positive of row ``i`` is column ``i``, then the K ``extra_negatives``
-    shared by every row (a momentum queue).
-    """
-    anchors_normalized = F.normalize(anchors, p=2, dim=1)
-    documents = torch.cat([*columns, extra_negatives] if extra_negatives is not None else columns, dim=0)
-    return anchors_normalized @ F.normalize(documents, p=2, dim=1).T, anchors_normalized
-
-
-def check_extra_negatives(extra_negatives: Tensor | None, anchors: Tensor) -> None:
-    if extra_negatives is not None and (extra_negatives.dim() != 2 or extra_negatives.size(1) != anchors.size(1)):
-        raise ValueError(
-            f"extra_negatives must be (K, {anchors.size(1)}) embeddings, got shape {tuple(extra_negatives.shape)}."
-        )

@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tempnlp._checks import positive_float
-from tempnlp.objectives.base import (
-    ContrastiveObjective,
-    as_columns,
-    check_extra_negatives,
-    logits_dtype,
-    normalized_similarities,
-    scale_by_temperature,
-    validate_batch,
-)
-from tempnlp.objectives.distributed import global_batch
+from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
+from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
+from tempnlp.temperature.base import RowStatistics
 
 
 class DCL(ContrastiveObjective):
@@ -45,6 +35,9 @@ class DCL(ContrastiveObjective):
     arXiv 2110.06848.
     """
 
+    positive_in_partition = False
+    display_name = "DCL"
+
     def __init__(
         self,
         temperature: TemperaturePolicy | float = 0.05,
@@ -54,59 +47,18 @@ class DCL(ContrastiveObjective):
         check_finite: bool = True,
         gather_across_devices: bool = False,
     ) -> None:
-        super().__init__(temperature)
-        self.gather_across_devices = bool(gather_across_devices)
-        if self.temperature.reweights:
-            raise ValueError(
-                f"{type(self.temperature).__name__}(reweight=True) weights each row by 1 / (1 - P), which is "
-                "defined for InfoNCE, whose loss -log P vanishes as P -> 1; DCL's loss does not, so the product "
-                "grows without bound. Use InfoNCE / InfoNCELoss, or reweight=False with DCL."
-            )
+        super().__init__(
+            temperature,
+            symmetric=symmetric,
+            same_view_negatives=anchor_negatives,
+            check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
+        )
         self.sigma = None if sigma is None else positive_float("sigma", sigma, hint="DCLW uses 0.5.")
-        self.symmetric = bool(symmetric)
-        self.anchor_negatives = bool(anchor_negatives)
-        self.check_finite = bool(check_finite)
 
-    def forward(
-        self,
-        anchors: Tensor,
-        documents: Tensor | Sequence[Tensor],
-        indices: Tensor | None = None,
-        extra_negatives: Tensor | None = None,
-    ) -> Tensor:
-        columns = as_columns(documents)
-        validate_batch(anchors, columns, check_values=self.check_finite)
-        check_extra_negatives(extra_negatives, anchors)
-        anchors, columns, indices = global_batch(self, anchors, columns, indices)
-        batch_size = anchors.size(0)
-        forward_negatives = batch_size * len(columns) - 1 + (0 if extra_negatives is None else len(extra_negatives))
-        backward_negatives = (batch_size - 1) * (2 if self.anchor_negatives else 1)
-        if forward_negatives < 1 or (self.symmetric and backward_negatives < 1):
-            raise ValueError(
-                "DCL needs at least one negative in each direction: a batch of one (anchor, positive) pair has none"
-                + (" for the document-to-anchor term" if self.symmetric else "")
-                + ". Use a batch size > 1, or add a hard-negative column (symmetric=False)."
-            )
-        self.last_temperatures = []
-        similarities, anchors_normalized = normalized_similarities(anchors, columns, extra_negatives)
-        dtype = logits_dtype(similarities.dtype)
-        similarities = similarities.to(dtype)
-        rows = torch.arange(batch_size, device=anchors.device)
-        positives = similarities[rows, rows]
-        weights = self.positive_weights(positives)
-
-        forward = similarities
-        if self.anchor_negatives:
-            forward = torch.cat([forward, (anchors_normalized @ anchors_normalized.T).to(dtype)], dim=1)
-        losses = self._row_losses(forward, positives, weights, anchors, indices, rows)
-        if self.symmetric:
-            backward = similarities[:, :batch_size].T  # the queue, if any, serves the forward direction only
-            if self.anchor_negatives:
-                positives_normalized = F.normalize(columns[0], p=2, dim=1)
-                backward = torch.cat([backward, (positives_normalized @ positives_normalized.T).to(dtype)], dim=1)
-            backward_losses = self._row_losses(backward, positives, weights, columns[0], indices, rows)
-            losses = 0.5 * (losses + backward_losses)
-        return losses.mean()
+    @property
+    def anchor_negatives(self) -> bool:
+        return self.same_view_negatives
 
     def positive_weights(self, positive_similarities: Tensor) -> Tensor | None:
         """DCLW's von Mises-Fisher weights ``2 - B * softmax(s_ii / sigma)`` (detached, mean 1); None for DCL."""
@@ -115,25 +67,15 @@ class DCL(ContrastiveObjective):
         batch_size = positive_similarities.size(0)
         return 2.0 - batch_size * torch.softmax(positive_similarities.detach() / self.sigma, dim=0)
 
-    def _row_losses(
-        self,
-        similarities: Tensor,
-        positives: Tensor,
-        weights: Tensor | None,
-        anchors: Tensor,
-        indices: Tensor | None,
-        rows: Tensor,
-    ) -> Tensor:
-        tau = self._temperature(similarities, positives, anchors, indices)
-        logits = scale_by_temperature(similarities, tau)
+    def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
+        logits = scale_by_temperature(direction.similarities, tau)
+        rows = torch.arange(direction.batch_size, device=logits.device)
         positive_logits = logits[rows, rows]
-        # Out of the denominator: the positive itself and, in the anchor block, each anchor's self-similarity.
-        excluded = torch.zeros_like(logits, dtype=torch.bool)
-        excluded[rows, rows] = True
-        if self.anchor_negatives:  # the self block is always last
-            excluded[rows, similarities.size(1) - rows.numel() + rows] = True
-        negative_lse = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-        return negative_lse - (positive_logits if weights is None else weights * positive_logits)
+        in_partition = direction.partition_mask(positive_in_partition=False)
+        negative_lse = torch.logsumexp(logits.masked_fill(~in_partition, float("-inf")), dim=1)
+        weights = self.positive_weights(batch.positive_similarities)
+        losses = negative_lse - (positive_logits if weights is None else weights * positive_logits)
+        return losses, self.statistics(direction, tau, batch)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, symmetric={self.symmetric}, anchor_negatives={self.anchor_negatives}"
@@ -149,5 +91,6 @@ class DCLW(DCL):
         symmetric: bool = False,
         anchor_negatives: bool = False,
         check_finite: bool = True,
+        gather_across_devices: bool = False,
     ) -> None:
-        super().__init__(temperature, sigma, symmetric, anchor_negatives, check_finite)
+        super().__init__(temperature, sigma, symmetric, anchor_negatives, check_finite, gather_across_devices)

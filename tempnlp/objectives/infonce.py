@@ -1,22 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tempnlp.objectives.base import (
-    ContrastiveObjective,
-    as_columns,
-    check_extra_negatives,
-    logits_dtype,
-    normalized_similarities,
-    scale_by_temperature,
-    validate_batch,
-)
-from tempnlp.objectives.distributed import global_batch
+from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
+from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
+from tempnlp.temperature.base import ROW_LOG_PROBABILITY, RowStatistics
 
 
 class InfoNCE(ContrastiveObjective):
@@ -41,6 +32,9 @@ class InfoNCE(ContrastiveObjective):
         check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
         gather_across_devices: in multi-process training, evaluate the loss on the global batch (see
             :mod:`tempnlp.objectives.distributed`).
+        same_view_negatives: also contrast each row with the other rows of its own side (the NT-Xent / SimCLR
+            layout); one direction of it is MNRL's ``directions=("query_to_doc", "query_to_query")`` with
+            ``partition_mode="joint"``.
 
     Call it as ``objective(anchors, documents, indices=None, extra_negatives=None)`` with anchors (B, d) and
     documents a (B, d) tensor of positives, a list ``[positives, negatives_1, ...]`` of (B, d) tensors, or a
@@ -51,66 +45,45 @@ class InfoNCE(ContrastiveObjective):
     arXiv 2104.08821.
     """
 
+    positive_in_partition = True
+    offers = frozenset({ROW_LOG_PROBABILITY})
+    display_name = "InfoNCE"
+
     def __init__(
         self,
         temperature: TemperaturePolicy | float = 0.05,
         symmetric: bool = False,
         check_finite: bool = True,
         gather_across_devices: bool = False,
+        same_view_negatives: bool = False,
     ) -> None:
-        super().__init__(temperature)
-        self.symmetric = bool(symmetric)
-        self.check_finite = bool(check_finite)
-        self.gather_across_devices = bool(gather_across_devices)
+        super().__init__(
+            temperature,
+            symmetric=symmetric,
+            same_view_negatives=same_view_negatives,
+            check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
+        )
 
-    def forward(
-        self,
-        anchors: Tensor,
-        documents: Tensor | Sequence[Tensor],
-        indices: Tensor | None = None,
-        extra_negatives: Tensor | None = None,
-    ) -> Tensor:
-        columns = as_columns(documents)
-        validate_batch(anchors, columns, check_values=self.check_finite)
-        check_extra_negatives(extra_negatives, anchors)
-        anchors, columns, indices = global_batch(self, anchors, columns, indices)
-        self.last_temperatures = []
-        similarities, _ = normalized_similarities(anchors, columns, extra_negatives)
-        similarities = similarities.to(logits_dtype(similarities.dtype))
-        rows = torch.arange(anchors.size(0), device=anchors.device)
-        positives = similarities[rows, rows]
-
-        directions = [(similarities, anchors)]
-        if self.symmetric:
-            # Each positive against all anchors: the first (positives) block, transposed.
-            directions.append((similarities[:, : anchors.size(0)].T, columns[0]))
-        logits = [
-            scale_by_temperature(sims, self._temperature(sims, positives, queries, indices))
-            for sims, queries in directions
-        ]
-        if self.temperature.reweights:
-            losses = [self._reweighted_row_losses(block, rows) for block in logits]
-            return (sum(losses) / len(losses)).mean()
-        # -(mean positive logit - mean log-partition), in the order MNRL sums them, so that a fixed
-        # temperature reproduces its loss and gradients to float32 rounding.
-        log_partition = sum(torch.logsumexp(block, dim=1) for block in logits) / len(logits)
-        positive_logits = sum(block[rows, rows] for block in logits) / len(logits)
-        return -(positive_logits - log_partition).mean()
-
-    def _reweighted_row_losses(self, logits: Tensor, rows: Tensor) -> Tensor:
-        """MACL-style ``w_i * (-log P_i)`` with ``w_i = loss_weights(log P_i)``.
-
-        Reweighting by 1 / (1 - P) needs 1 - P to keep its digits as P -> 1, where log-sum-exp - l_ii rounds to
-        0 in float32. ``-log P = softplus(lse_{j != i} l_ij - l_ii)`` does not, and in float64 (B values) the
-        weight and the product stay finite down to tau = 0.01: the reweighted loss of a separated row tends to 1.
-        """
+    def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
+        logits = scale_by_temperature(direction.similarities, tau)
+        self_entries = direction.self_entries()
+        if self_entries is not None:
+            logits = logits.masked_fill(self_entries, float("-inf"))
+        rows = torch.arange(direction.batch_size, device=logits.device)
         positive_logits = logits[rows, rows]
-        excluded = torch.zeros_like(logits, dtype=torch.bool)
-        excluded[rows, rows] = True
-        negative_lse = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-        negative_log_probs = F.softplus((negative_lse - positive_logits).double())
-        weights = self.temperature.loss_weights(-negative_log_probs)
-        return (negative_log_probs * weights).to(logits.dtype)
+        # log-partition minus the positive logit, as MNRL computes it, so that a fixed temperature reproduces
+        # its loss and gradients to float32 rounding.
+        losses = torch.logsumexp(logits, dim=1) - positive_logits
+
+        def precise_negative_log_probability() -> Tensor:
+            # -log P = softplus(lse_{j != i} l_ij - l_ii) keeps its digits as P -> 1, where lse - l_ii rounds to 0
+            # in float32; in float64 (B values) a reweighting by 1 / (1 - P) stays finite down to tau = 0.01.
+            negatives = logits.masked_fill(rows.unsqueeze(1) == torch.arange(logits.size(1), device=logits.device),
+                                           float("-inf"))  # fmt: skip
+            return F.softplus((torch.logsumexp(negatives, dim=1) - positive_logits).double())
+
+        return losses, self.statistics(direction, tau, batch, row_log_probability=precise_negative_log_probability)
 
     def extra_repr(self) -> str:
-        return f"symmetric={self.symmetric}"
+        return f"symmetric={self.symmetric}" + (", same_view_negatives=True" if self.same_view_negatives else "")

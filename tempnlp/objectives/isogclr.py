@@ -1,83 +1,29 @@
-"""SogCLR and iSogCLR: contrastive losses with per-sample moving averages and per-sample temperatures.
+"""iSogCLR, SogCLR and TempNet as they were spelled before the temperature became its own axis.
 
-Both keep, for every dataset index k, a moving average ``s[k]`` of the row's partition function, which makes the
-loss's gradient estimator consistent with small batches (SogCLR, Yuan et al. 2022, arXiv 2202.12387). iSogCLR
-(Qiu et al. 2023, arXiv 2305.11965) also gives every sample its own temperature ``tau[k]``, learned by
-distributionally robust optimisation over a KL ball of radius ``rho`` around the uniform weighting of the
-negatives: samples whose negatives look alike (frequent semantics) end with a larger tau, rare ones smaller.
-
-One step, for row i with dataset index k (``h_ij = s(q_i, d_j) - s(q_i, d_i)`` over the row's n_i negatives)::
-
-    tau  = tau_buf[k]                                        (value before this step)
-    g_i  = (1/n_i) sum_j exp(h_ij / tau)                     (detached)
-    s[k] = g_i on the first visit, else (1 - gamma) s[k] + gamma g_i
-    p_ij = exp(h_ij / tau) / s[k]                            (detached)
-    loss = mean_i (1/n_i) sum_j p_ij h_ij                    (gradient through h_ij only)
-    G_i  = clip(log s[k] + rho - (1/n_i) sum_j p_ij h_ij / tau, -grad_clip, grad_clip)
-    u[k] = (1 - beta) u[k] + beta G_i ;  tau_buf[k] = clip(tau - eta u[k], tau_min, tau_max)
-
-SogCLR is the same estimator with one fixed temperature and no temperature update. Everything is computed in
-log space with a per-row max shift (the same numbers, no overflow at small tau); the buffers are float32
-whatever the autocast dtype, and ``log_s`` is stored instead of ``s``.
-
-The buffers are per dataset index and persist in the module's ``state_dict``; :mod:`tempnlp.train` saves them
-into every trainer checkpoint.
+``ISogCLR(num_samples, ...)`` is :class:`~tempnlp.objectives.SogCLR` with
+:class:`~tempnlp.temperature.IndividualTemperature` (``learn_temperature=True``), a fixed temperature
+(``False``) or :class:`~tempnlp.temperature.TempNetTemperature` (``temperature_network=...``). Its numbers,
+attributes (``tau``, ``query_state``, ``document_state``, ``temperature_network``) and state-dict keys are those of
+the earlier class; new code composes the objective and the policy directly.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Sequence
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tempnlp._checks import check_embeddings, ordered_bounds, positive_float
-from tempnlp.objectives.base import as_columns, check_extra_negatives, normalized_similarities, validate_batch
-from tempnlp.objectives.distributed import global_batch
+from tempnlp._checks import ordered_bounds, positive_float
+from tempnlp.objectives.sogclr import SogCLR
+from tempnlp.temperature import FixedTemperature, IndividualTemperature, TempNetTemperature
+from tempnlp.temperature.individual import check_num_samples, warn_single_epoch
+from tempnlp.temperature.tempnet import TempNet
+
+__all__ = ["ISogCLR", "TempNet", "warn_single_epoch"]
 
 
-class SampleState(nn.Module):
-    """Per-sample buffers of one direction: log s, u, tau, and whether the sample has been seen."""
-
-    def __init__(self, num_samples: int, tau_init: float) -> None:
-        super().__init__()
-        self.register_buffer("tau", torch.full((num_samples,), float(tau_init), dtype=torch.float32))
-        self.register_buffer("log_s", torch.zeros(num_samples, dtype=torch.float32))
-        self.register_buffer("u", torch.zeros(num_samples, dtype=torch.float32))
-        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
-
-    @property
-    def s(self) -> Tensor:
-        return self.log_s.exp()
-
-
-class TempNet(nn.Module):
-    """A small network mapping a (detached) embedding to a temperature in [tau_min, tau_max] (Qiu et al. 2024).
-
-    ``Linear(d, hidden) -> ReLU -> Linear(hidden, 1) -> sigmoid``, rescaled to the bounds; the last layer starts
-    at zero weight with the bias that gives ``tau_init``, so every sample begins at ``tau_init``.
-    """
-
-    def __init__(self, embedding_dim: int, hidden: int, tau_init: float, tau_min: float, tau_max: float) -> None:
-        super().__init__()
-        if not tau_min < tau_init < tau_max:
-            raise ValueError(f"TempNet needs tau_min < tau_init < tau_max, got {tau_min}, {tau_init}, {tau_max}.")
-        self.tau_min, self.tau_max = tau_min, tau_max
-        self.hidden = nn.Linear(embedding_dim, hidden)
-        self.output = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.output.weight)
-        fraction = (tau_init - tau_min) / (tau_max - tau_min)
-        nn.init.constant_(self.output.bias, math.log(fraction / (1.0 - fraction)))
-
-    def forward(self, embeddings: Tensor) -> Tensor:
-        hidden = torch.relu(self.hidden(embeddings.detach().to(self.hidden.weight.dtype)))
-        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(self.output(hidden).squeeze(-1))
-
-
-class ISogCLR(nn.Module):
+class ISogCLR(SogCLR):
     """iSogCLR (``learn_temperature=True``, the default) or SogCLR (``False``) at tensor level.
 
     Call as ``objective(queries, documents, indices)``: queries (B, d), documents positives (B, d) or a list
@@ -93,15 +39,12 @@ class ISogCLR(nn.Module):
         beta: moving-average weight of the temperature gradient (0.8).
         grad_clip: clip of the temperature gradient G_i (5.0, as in the authors' code); None disables it.
         learn_temperature: False gives SogCLR (one fixed temperature ``tau_init``).
-        symmetric: add the document-to-query direction, which keeps its own buffers (``document_state``), as
-            the bimodal (query/document) form of iSogCLR does.
+        symmetric: add the document-to-query direction, which keeps its own state (the bimodal form).
         check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
-        temperature_network: a :class:`TempNet` (or any module mapping (B, d) embeddings to (B,) temperatures):
-            tau_i is predicted from the detached query embedding instead of read from the buffer, and the network
-            is trained by the robust objective's gradient ``G_i`` (steps 5-6 become a backward pass through
-            ``G_i * tau_i``, whose value is kept at zero). ``tau`` then records the last prediction per index.
-        gather_across_devices: in multi-process training, gather embeddings and indices of every rank, so the
-            loss and the state updates are those of the global batch, identical on every rank.
+        temperature_network: a :class:`TempNet` (or any module mapping (B, d) embeddings to (B,) temperatures)
+            that predicts tau_i from the detached query embedding (see
+            :class:`~tempnlp.temperature.TempNetTemperature`).
+        gather_across_devices: in multi-process training, evaluate and update the state of the global batch.
     """
 
     def __init__(
@@ -120,228 +63,76 @@ class ISogCLR(nn.Module):
         check_finite: bool = True,
         temperature_network: nn.Module | None = None,
         gather_across_devices: bool = False,
+        same_view_negatives: bool = False,
     ) -> None:
-        super().__init__()
-        self.gather_across_devices = bool(gather_across_devices)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int (the training set size), got {num_samples!r}.")
-        self.num_samples = num_samples
-        self.tau_init = positive_float("tau_init", tau_init)
-        self.tau_min = positive_float("tau_min", tau_min)
-        self.tau_max = positive_float("tau_max", tau_max)
-        ordered_bounds("tau_min", self.tau_min, "tau_max", self.tau_max)
-        if learn_temperature and not self.tau_min <= self.tau_init <= self.tau_max:
-            raise ValueError(
-                f"tau_init ({self.tau_init}) must lie in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}]."
-            )
-        for name, value in (("gamma", gamma), ("beta", beta)):
-            if not 0.0 < float(value) <= 1.0:
-                raise ValueError(f"{name} is a moving-average weight in (0, 1], got {value!r}.")
-        self.gamma, self.beta = float(gamma), float(beta)
-        self.rho = positive_float("rho", rho, hint="The authors use 0.3-0.4 for unimodal data.")
-        self.eta = positive_float("eta", eta)
-        self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
+        num_samples = check_num_samples(num_samples)
+        tau_init = positive_float("tau_init", tau_init)
+        ordered_bounds("tau_min", positive_float("tau_min", tau_min), "tau_max", positive_float("tau_max", tau_max))
+        if temperature_network is not None:
+            policy = TempNetTemperature(
+                0, tau_init=tau_init, tau_min=tau_min, tau_max=tau_max, rho=rho, grad_clip=grad_clip,
+                num_samples=num_samples, network=temperature_network,
+            )  # fmt: skip
+            if not learn_temperature:
+                raise ValueError("temperature_network learns the temperature: leave learn_temperature=True.")
+        elif learn_temperature:
+            policy = IndividualTemperature(num_samples, tau_init, tau_min, tau_max, rho, eta, beta, grad_clip)
+        else:
+            policy = FixedTemperature(tau_init)
+        super().__init__(
+            num_samples,
+            policy,
+            gamma=gamma,
+            symmetric=symmetric,
+            same_view_negatives=same_view_negatives,
+            check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
+        )
+        self.tau_init, self.tau_min, self.tau_max = tau_init, float(tau_min), float(tau_max)
+        self.rho, self.eta, self.beta, self.grad_clip = float(rho), float(eta), float(beta), grad_clip
         self.learn_temperature = bool(learn_temperature)
-        self.symmetric = bool(symmetric)
-        self.check_finite = bool(check_finite)
-        self.query_state = SampleState(num_samples, self.tau_init)
-        self.document_state = SampleState(num_samples, self.tau_init) if self.symmetric else None
-        # TempNet replaces the per-sample temperature buffer by a prediction from the embedding.
         self.temperature_network = temperature_network
-        self.last_temperatures: list[Tensor] = []
-        self._largest_batch = 0  # host-side, to tell a trailing short batch from a misconfigured rho
+        if temperature_network is not None:
+            # The network keeps its earlier place, objective.temperature_network: its parameter names (which
+            # learning_rate_mapping patterns in recipes and grids match) and its state-dict keys are unchanged.
+            del self.temperature._modules["network"]
+            object.__setattr__(self.temperature, "network", temperature_network)
 
     @property
     def tau(self) -> Tensor:
         """Per-sample temperatures of the queries (one per dataset index)."""
         return self.query_state.tau
 
-    def temperature_stats(self) -> dict[str, float]:
-        from tempnlp.temperature import temperature_stats
+    @property
+    def query_state(self) -> SimpleNamespace:
+        return self._state_view(0)
 
-        return temperature_stats(self.last_temperatures)
+    @property
+    def document_state(self) -> SimpleNamespace | None:
+        return self._state_view(1) if self.symmetric else None
 
-    def forward(
-        self,
-        queries: Tensor,
-        documents: Tensor | Sequence[Tensor],
-        indices: Tensor | None,
-        extra_negatives: Tensor | None = None,
-    ) -> Tensor:
-        columns = as_columns(documents)
-        validate_batch(queries, columns, check_values=False)
-        check_extra_negatives(extra_negatives, queries)
-        # with gathering, every rank evaluates, and updates the state of, the global batch
-        queries, columns, indices = global_batch(self, queries, columns, indices, per_sample=True)
-        indices = self._validate_indices(indices, queries, columns)
-        batch = queries.size(0)
-        negatives = self.negatives_per_row(batch, len(columns), 0 if extra_negatives is None else len(extra_negatives))
-        if negatives < 1:
-            raise ValueError("iSogCLR needs at least one negative: use a batch size > 1 or a hard-negative column.")
-        update_temperature = self.learn_temperature and torch.is_grad_enabled()  # evaluation moves nothing
-        if update_temperature and self.rho >= math.log(negatives):
-            if batch >= self._largest_batch:
-                self.check_rho(negatives)
-            # A short trailing batch (the epoch's remainder): train on it, leave its temperatures as they are.
-            update_temperature = False
-        self._largest_batch = max(self._largest_batch, batch)
-        self.last_temperatures = []
-        similarities, queries_n = normalized_similarities(queries, columns, extra_negatives)
-        dtype = torch.promote_types(similarities.dtype, torch.float32)
-        similarities = similarities.to(dtype)
-        loss = self._direction(similarities, indices, self.query_state, queries, update_temperature)
-        if self.symmetric:
-            positives_n = F.normalize(columns[0], dim=1)
-            backward = (positives_n @ queries_n.T).to(dtype)  # each positive against the B queries
-            document_loss = self._direction(backward, indices, self.document_state, columns[0], update_temperature)
-            loss = 0.5 * (loss + document_loss)
-        return loss
+    def _state_view(self, direction: int) -> SimpleNamespace:
+        """The earlier per-direction state (tau, log_s, u, seen, s) assembled from the estimator and the policy."""
+        estimate = self.estimates[direction]
+        policy = self.temperature
+        if isinstance(policy, IndividualTemperature):
+            tau, u = policy.state(direction).tau, policy.state(direction).u
+        elif isinstance(policy, TempNetTemperature):
+            tau, u = policy.records[direction].tau, torch.zeros_like(estimate.log_s)
+        else:
+            tau, u = torch.full_like(estimate.log_s, self.tau_init), torch.zeros_like(estimate.log_s)
+        return SimpleNamespace(tau=tau, log_s=estimate.log_s, u=u, seen=estimate.seen, s=estimate.s)
 
     def negatives_per_row(self, batch: int, document_columns: int, extra: int = 0) -> int:
-        """The fewest negatives a row has: the other documents and the extra ones, and in the symmetric form
-        the document direction's B - 1 other queries."""
-        negatives = batch * document_columns - 1 + extra
-        return min(negatives, batch - 1) if self.symmetric else negatives
+        """The fewest negatives a row has in either direction."""
+        return min(self.candidate_counts(batch, document_columns, extra))
 
     def check_rho(self, negatives: int) -> None:
         """A tau step needs rho below log(negatives): a KL ball that wide contains every weighting."""
-        if self.learn_temperature and self.rho >= math.log(max(negatives, 1)):
-            raise ValueError(
-                f"rho ({self.rho}) must be below log(number of negatives) = log({negatives}) = "
-                f"{math.log(max(negatives, 1)):.3f}: the KL ball would contain every weighting. Lower rho or raise "
-                "the batch size."
-            )
-
-    def _direction(
-        self,
-        similarities: Tensor,
-        indices: Tensor | None,
-        state: SampleState,
-        anchors: Tensor,
-        update_temperature: bool,
-    ) -> Tensor:
-        """One direction. Outside training (no gradient, so no indices: see _validate_indices) the state is neither
-        read nor written: every row uses tau_init (or TempNet's prediction) and its own batch estimate of s."""
-        training = torch.is_grad_enabled()
-        batch = similarities.size(0)
-        rows = torch.arange(batch, device=similarities.device)
-        positive = similarities[rows, rows]
-        h = similarities - positive.unsqueeze(1)  # h_ij; gradients flow through it
-        negative_mask = torch.ones_like(h, dtype=torch.bool)
-        negative_mask[rows, rows] = False
-        count = negative_mask.sum(dim=1).to(h.dtype)  # n_i
-
-        predicted = None
-        if self.temperature_network is not None:
-            predicted = self.temperature_network(anchors).to(h.dtype)  # (B,), differentiable in the network only
-        with torch.no_grad():
-            if predicted is not None:
-                tau = predicted.detach()
-            elif indices is None:
-                tau = torch.full((batch,), self.tau_init, dtype=h.dtype, device=h.device)
-            else:
-                tau = state.tau[indices].to(h.dtype)
-            scaled = (h.detach() / tau.unsqueeze(1)).masked_fill(~negative_mask, float("-inf"))
-            log_g = torch.logsumexp(scaled, dim=1) - count.log()  # log of (1/n_i) sum_j exp(h_ij / tau)
-            seen = state.seen[indices] if indices is not None else torch.zeros_like(log_g, dtype=torch.bool)
-            previous = state.log_s[indices].to(h.dtype) if indices is not None else log_g
-            moving = (
-                torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
-                if self.gamma < 1
-                else log_g
-            )
-            log_s = torch.where(seen, moving, log_g)
-            weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the negatives
-            if training:
-                state.log_s[indices] = log_s.to(state.log_s.dtype)
-                state.seen[indices] = True
-                if predicted is not None:  # TempNet's latest tau_i, for the histograms; a short batch's too
-                    state.tau[indices] = tau.to(state.tau.dtype)
-
-        loss = ((weights * h).sum(dim=1) / count).mean()
-
-        if update_temperature and training:
-            with torch.no_grad():
-                weighted = (weights * h.detach()).sum(dim=1) / count
-                gradient = log_s + self.rho - weighted / tau
-                if self.grad_clip is not None:
-                    gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
-            if predicted is not None:
-                # d/d(theta) of mean_i G_i * tau_i(theta): the robust objective's descent direction for the
-                # network; the term's value is zero so the logged loss stays the contrastive one.
-                loss = loss + (gradient * (predicted - predicted.detach())).mean()
-                self.last_temperatures.append(tau.detach())
-                return loss
-            with torch.no_grad():
-                u = (1.0 - self.beta) * state.u[indices].to(h.dtype) + self.beta * gradient
-                state.u[indices] = u.to(state.u.dtype)
-                state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)
-        self.last_temperatures.append(tau.detach())
-        return loss
-
-    def _validate_indices(self, indices: Tensor | None, queries: Tensor, columns: list[Tensor]) -> Tensor | None:
-        if not torch.is_grad_enabled():
-            # Evaluation is stateless, see _direction: an evaluation set's 'label' column (NLI labels, say) does not
-            # index the training samples whose state the buffers hold, so it is not read as one.
-            return None
-        if indices is None:
-            raise ValueError(
-                "iSogCLR needs the dataset index of every row. Add it with "
-                "tempnlp.state.add_index_column(dataset) (sentence-transformers passes the 'label' column to the "
-                "loss untokenised), or pass indices=... at tensor level."
-            )
-        if not isinstance(indices, Tensor):
-            indices = torch.as_tensor(indices)
-        if indices.dim() != 1 or indices.numel() != queries.size(0) or indices.is_floating_point():
-            raise ValueError(
-                f"indices must be a 1-D integer tensor with one entry per row ({queries.size(0)}), got "
-                f"{indices.dtype} of shape {tuple(indices.shape)}."
-            )
-        indices = indices.to(device=queries.device, dtype=torch.long)
-        if self.check_finite:
-            # One host read for every value check: finite embeddings, indices in range, indices distinct.
-            ordered = indices.sort().values
-            flags = torch.stack(
-                [
-                    *(column.isfinite().all() for column in [queries, *columns]),
-                    (indices >= 0).all() & (indices < self.num_samples).all(),
-                    (ordered[1:] != ordered[:-1]).all(),
-                ]
-            ).tolist()
-            if not all(flags[:-2]):
-                check_embeddings("queries", queries, batch_size=None, dim=None)
-                raise ValueError(
-                    "Non-finite (NaN or inf) values in the embeddings. The encoder diverged or overflowed: lower "
-                    "the learning rate, use bf16 instead of fp16, or enable gradient clipping (max_grad_norm)."
-                )
-            if not flags[-2]:
-                raise ValueError(
-                    f"Dataset indices must lie in [0, {self.num_samples}) (num_samples), got values from "
-                    f"{int(indices.min())} to {int(indices.max())}: set num_samples to the training set size."
-                )
-            if not flags[-1]:
-                raise ValueError(
-                    "Duplicate dataset indices in one batch: a sample's state would be updated twice. Each row "
-                    "must be a distinct training sample (use add_index_column on the dataset you train on)."
-                )
-        return indices
+        check = getattr(self.temperature, "check_partition_size", None)
+        if self.learn_temperature and check is not None:
+            check(negatives, "negatives")
 
     def extra_repr(self) -> str:
         kind = "iSogCLR" if self.learn_temperature else "SogCLR"
-        return (
-            f"{kind}, num_samples={self.num_samples}, tau_init={self.tau_init}, tau=[{self.tau_min}, {self.tau_max}], "
-            f"gamma={self.gamma}, rho={self.rho}, eta={self.eta}, beta={self.beta}, grad_clip={self.grad_clip}, "
-            f"symmetric={self.symmetric}"
-        )
-
-
-def warn_single_epoch(num_epochs: float, name: str) -> None:
-    """Per-sample temperatures are read the next time a sample is seen: with one pass they never act."""
-    if num_epochs <= 1:
-        warnings.warn(
-            f"{name} learns one temperature per training sample, which is only used when that sample comes back: "
-            f"with {num_epochs:g} epoch(s) every sample is seen once and trains at tau_init throughout. Train for "
-            "several epochs, or use TempNet, which predicts tau for unseen samples.",
-            UserWarning,
-            stacklevel=3,
-        )
+        return f"{kind}, {super().extra_repr()}"

@@ -15,12 +15,11 @@ from datasets import Dataset
 from torch import nn
 
 from tempnlp._io import write_bytes_atomic
-from tempnlp.objectives.isogclr import SampleState
 
 INDEX_COLUMN = "label"
 STATE_FILE = "loss_state.pt"
 
-__all__ = ["INDEX_COLUMN", "STATE_FILE", "SampleState", "add_index_column", "load_loss_state", "save_loss_state"]
+__all__ = ["INDEX_COLUMN", "STATE_FILE", "add_index_column", "load_loss_state", "save_loss_state"]
 
 
 def add_index_column(dataset: Dataset) -> Dataset:

@@ -1,32 +1,42 @@
 """Temperature policies: where tau is computed.
 
-Every policy is an ``nn.Module`` mapping a block of cosine similarities to the temperature that divides them.
-See :mod:`tempnlp.temperature.base` for the shapes a policy may return.
+Every policy is an ``nn.Module`` mapping a block of cosine similarities to the temperature that divides them,
+and may observe the objective's row statistics after the loss (see :mod:`tempnlp.temperature.base`).
 """
 
-from tempnlp.temperature.base import TemperaturePolicy, temperature_stats
+from tempnlp.temperature.base import RowStatistics, TemperaturePolicy, temperature_stats
 from tempnlp.temperature.dystress import DySTreSSTemperature
 from tempnlp.temperature.fixed import FixedTemperature
+from tempnlp.temperature.individual import IndividualTemperature
 from tempnlp.temperature.learnable import LearnableTemperature
 from tempnlp.temperature.macl import MACLTemperature
+from tempnlp.temperature.tempnet import TempNetTemperature
 
 __all__ = [
     "POLICIES",
     "DySTreSSTemperature",
     "FixedTemperature",
+    "IndividualTemperature",
     "LearnableTemperature",
     "MACLTemperature",
+    "RowStatistics",
+    "TempNetTemperature",
     "TemperaturePolicy",
     "as_policy",
     "temperature_stats",
 ]
 
-#: Short names of the policies, as used on the command line and in recipes.
+#: The policies by the name each declares (recipes' ``loss.temperature.policy``), in the order of the README.
 POLICIES: dict[str, type[TemperaturePolicy]] = {
-    "fixed": FixedTemperature,
-    "learnable": LearnableTemperature,
-    "macl": MACLTemperature,
-    "dystress": DySTreSSTemperature,
+    cls.name: cls
+    for cls in (
+        FixedTemperature,
+        LearnableTemperature,
+        MACLTemperature,
+        DySTreSSTemperature,
+        IndividualTemperature,
+        TempNetTemperature,
+    )
 }
 
 

@@ -40,6 +40,10 @@ class DySTreSSTemperature(TemperaturePolicy):
         loss = InfoNCELoss(model, temperature=DySTreSSTemperature(tau_min=0.04, tau_max=0.05))
     """
 
+    name = "dystress"
+    summary = "tau per similarity entry, a cosine function of the (detached) similarity"
+    paper = "Manna et al. 2023 (DySTreSS), arXiv 2308.01140"
+    usage = 'DySTreSSTemperature(0.04, 0.05, variant="paper" or "shifted")'
     citation = """
 @misc{manna2023dystress,
     title = {DySTreSS: Dynamically Scaled Temperature in Self-Supervised Contrastive Learning},

@@ -23,6 +23,11 @@ class FixedTemperature(TemperaturePolicy):
         loss = InfoNCELoss(model, temperature=FixedTemperature(0.05))  # same as temperature=0.05
     """
 
+    name = "fixed"
+    summary = "one constant tau (SimCSE, MNRL: 0.05)"
+    paper = "Gao et al. 2021 (SimCSE)"
+    usage = "FixedTemperature(0.05), or temperature=0.05"
+
     def __init__(self, tau: float = 0.05) -> None:
         super().__init__()
         self.tau = positive_float("tau", tau, hint="SimCSE and MNRL use 0.05.")

@@ -38,6 +38,10 @@ class LearnableTemperature(TemperaturePolicy):
     arXiv 2103.00020.
     """
 
+    name = "learnable"
+    summary = "tau learned as log(1/tau), projected to tau >= min_tau before every forward pass (CLIP)"
+    paper = "Radford et al. 2021 (CLIP)"
+    usage = "LearnableTemperature(init=0.07, min_tau=0.01)"
     citation = """
 @inproceedings{radford2021clip,
     title = {Learning Transferable Visual Models From Natural Language Supervision},

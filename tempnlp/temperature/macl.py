@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from tempnlp._checks import finite_float, positive_float
-from tempnlp.temperature.base import TemperaturePolicy
+from tempnlp.temperature.base import ROW_LOG_PROBABILITY, RowStatistics, TemperaturePolicy
 
 
 class MACLTemperature(TemperaturePolicy):
@@ -40,6 +40,10 @@ class MACLTemperature(TemperaturePolicy):
         loss = InfoNCELoss(model, temperature=MACLTemperature(tau0=0.05, alpha=2.0, A0=0.8, reweight=True))
     """
 
+    name = "macl"
+    summary = "tau per batch from the positives' alignment, optional 1/(1-P) loss reweighting (InfoNCE)"
+    paper = "Huang et al. 2023 (MACL), arXiv 2207.07874"
+    usage = "MACLTemperature(tau0=0.05, alpha=2.0, A0=0.8, reweight=False)"
     citation = """
 @misc{huang2022macl,
     title = {Model-Aware Contrastive Learning: Towards Escaping the Dilemmas},
@@ -75,16 +79,18 @@ class MACLTemperature(TemperaturePolicy):
         return (self.tau0 * (1.0 + self.alpha * (alignment - self.A0))).clamp(min=self.min_tau)
 
     @property
-    def reweights(self) -> bool:
-        return self.reweight
+    def requires(self) -> frozenset[str]:
+        return frozenset({ROW_LOG_PROBABILITY}) if self.reweight else frozenset()
 
-    def loss_weights(self, positive_log_probs: Tensor) -> Tensor | None:
-        """Per-anchor loss weights ``1 / (1 - P_i)`` from the detached log-probability of each positive."""
+    def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
+        """With ``reweight``: each row's ``-log P_i`` times the detached ``1 / (1 - P_i)``."""
         if not self.reweight:
-            return None
+            return row_losses
+        negative_log_probs = statistics.row_log_probability()  # precise, differentiable, float64
         # 1 - exp(log P) via expm1 keeps its digits when P is close to 1.
-        one_minus_p = -torch.expm1(positive_log_probs.detach())
-        return 1.0 / one_minus_p.clamp(min=torch.finfo(one_minus_p.dtype).tiny)
+        one_minus_p = -torch.expm1(-negative_log_probs.detach())
+        weights = 1.0 / one_minus_p.clamp(min=torch.finfo(one_minus_p.dtype).tiny)
+        return (negative_log_probs * weights).to(row_losses.dtype)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {

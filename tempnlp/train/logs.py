@@ -86,14 +86,16 @@ def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomic(folder / LOG_CSV, buffer.getvalue())
 
 
-def per_sample_temperatures(loss, side: str = "query") -> np.ndarray | None:
-    """The temperatures of the samples seen so far on one side (``query``, or ``document`` for a symmetric loss),
-    for losses with per-sample state; None otherwise."""
-    state = getattr(getattr(loss, "objective", None), f"{side}_state", None)
-    if state is None:
-        return None
-    seen = state.seen
-    return state.tau[seen].detach().float().cpu().numpy() if bool(seen.any()) else np.empty(0, dtype=np.float32)
+def per_sample_temperatures(loss, direction: int = 0) -> np.ndarray | None:
+    """The temperatures of the samples seen so far in one direction (0: anchors, 1: documents of a symmetric loss),
+    for losses whose policy keeps one per sample; None otherwise."""
+    method = getattr(loss, "sample_temperatures", None)
+    values = method(direction) if method is not None else None
+    return None if values is None else values.detach().float().cpu().numpy()
+
+
+def keeps_sample_temperatures(loss) -> bool:
+    return per_sample_temperatures(loss) is not None
 
 
 class TemperatureHistogramCallback(TrainerCallback):
@@ -106,9 +108,9 @@ class TemperatureHistogramCallback(TrainerCallback):
     def __init__(self, loss, folder: str | Path, bins: int = 30) -> None:
         self.loss = loss
         self.folder = Path(folder)
-        objective = loss.objective
-        low, high = objective.tau_min, objective.tau_max
-        if high <= low:  # SogCLR: one fixed tau, still recorded so every per-sample loss has the file
+        policy = loss.temperature
+        low, high = policy.tau_min, policy.tau_max
+        if high <= low:  # one value: widen so the bins have room
             low, high = low * 0.9, high * 1.1
         self.edges = np.geomspace(low, high, bins + 1)
         self.histograms: list[dict[str, Any]] = []
@@ -134,7 +136,7 @@ class TemperatureHistogramCallback(TrainerCallback):
             return
         entry: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, **self._summary(values)}
         self._tensorboard("train/tau_i", values, state.global_step)
-        documents = per_sample_temperatures(self.loss, "document")  # the symmetric loss's second side
+        documents = per_sample_temperatures(self.loss, 1)  # the symmetric loss's second side
         if documents is not None:
             entry["document"] = self._summary(documents)
             self._tensorboard("train/tau_i_document", documents, state.global_step)

@@ -309,27 +309,20 @@ def loss_classes() -> dict[str, type]:
     """Losses a recipe may name: tempnlp's and sentence-transformers' MNRL (the fixed-temperature reference)."""
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from tempnlp import losses
+    from tempnlp.losses import LOSSES
 
-    return {
-        "InfoNCELoss": losses.InfoNCELoss,
-        "DCLLoss": losses.DCLLoss,
-        "SogCLRLoss": losses.SogCLRLoss,
-        "ISogCLRLoss": losses.ISogCLRLoss,
-        "TempNetLoss": losses.TempNetLoss,
-        "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss,
-    }
+    return {**LOSSES, "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss}
 
 
 #: constructor arguments the run fills in itself
-AUTOMATIC_LOSS_ARGUMENTS = {"model": "the loaded model", "num_samples": "the training set size"}
-NOT_FROM_RECIPES = {"temperature_network", "self"}
-
-
-def is_per_sample(cls: type) -> bool:
-    from tempnlp.losses import ISogCLRLoss
-
-    return issubclass(cls, ISogCLRLoss)
+AUTOMATIC_LOSS_ARGUMENTS = {
+    "model": "the loaded model",
+    "num_samples": "the training set size",
+    "embedding_dim": "the model's embedding size",
+}
+NOT_FROM_RECIPES = {"temperature_network", "network", "self"}
+#: stand-ins for the run's facts while a recipe is validated, before anything loads
+PROBE_RUN = {"num_samples": 1, "embedding_dim": 8}
 
 
 def _signature(callable_: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
@@ -358,8 +351,11 @@ def check_keywords(where: str, callable_: Any, kwargs: dict[str, Any], skip: typ
             check_value(f"{where}.{key}", value, hints[key])
 
 
-def build_policy(value: Any, where: str = "loss.temperature"):
-    """A number (fixed tau), a policy name (its defaults) or ``{policy: name, <its parameters>}``."""
+def build_policy(value: Any, where: str = "loss.temperature", run: dict[str, int] | None = None):
+    """A number (fixed tau), a policy name (its defaults) or ``{policy: name, <its parameters>}``.
+
+    ``run`` holds the facts of the run a policy may declare it needs (``num_samples``, ``embedding_dim``); while
+    a recipe is validated, before anything loads, stand-ins take their place."""
     from tempnlp.temperature import POLICIES, FixedTemperature
 
     if isinstance(value, bool):
@@ -380,6 +376,8 @@ def build_policy(value: Any, where: str = "loss.temperature"):
         raise RecipeError(f"{where}.policy: unknown temperature policy {name!r}.{hint}")
     cls = POLICIES[name]
     check_keywords(where, cls.__init__, options)
+    facts = run or PROBE_RUN
+    options.update({key: facts[key] for key in cls.run_arguments})
     return _construct(where, cls, options)
 
 
@@ -390,9 +388,11 @@ def _construct(where: str, cls: type, kwargs: dict[str, Any]):
         raise RecipeError(f"{where}: {error}") from error
 
 
-def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) -> type:
-    """The loss class, after checking its name, parameters, temperature, the data's column layout and, given the
-    per-device batch size, that a per-sample tau can take a step at it (iSogCLR's rho)."""
+def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) -> torch.nn.Module:
+    """Check the loss's name, parameters, temperature, the data's column layout and, given the per-device batch
+    size, that every row can take a step at it (a partition to contrast, a rho the policy can step at). Returns
+    the loss built on a stand-in model, whose capabilities (``needs_dataset_indices``, ``needs_global_batch``,
+    ...) tell the run what it needs before anything loads."""
     classes = loss_classes()
     if spec.name not in classes:
         raise RecipeError(
@@ -408,12 +408,7 @@ def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) ->
                 else "it learns its own temperatures: set tau_init, tau_min and tau_max"
             )
             raise RecipeError(f"loss.temperature does not apply to {spec.name}: {fix}.")
-        if spec.name == "SogCLRLoss":
-            check_value("loss.temperature", spec.temperature, float)
-            if spec.temperature <= 0:
-                raise RecipeError(f"loss.temperature must be > 0, got {spec.temperature} (SogCLR uses 0.1).")
-        else:
-            build_policy(spec.temperature)
+        build_policy(spec.temperature)
     check_keywords("loss", cls.__init__, spec.params, skip=("temperature",))
     for key, value in spec.params.items():  # temperatures in any form are positive; the rest the loss checks
         if key.startswith("tau") and isinstance(value, (int, float)) and value <= 0:
@@ -424,41 +419,37 @@ def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) ->
             f"{data.text_columns} ({data.columns}). For unsupervised training, where a sentence is its own "
             "positive, use data.format: sentences."
         )
-    if is_per_sample(cls) and data.format == "columns" and "label" in (data.columns or []):
+    loss = _construct("loss", cls, {**loss_arguments(spec, cls, **PROBE_RUN), "model": _ShapeOnlyModel()})
+    if getattr(loss, "needs_dataset_indices", False) and data.format == "columns" and "label" in (data.columns or []):
         raise RecipeError(
             f"{spec.name} reads the dataset index from the 'label' column, which data.columns uses for text. "
             "Rename that column."
         )
-    if spec.name == "TempNetLoss" and spec.params.get("symmetric"):
-        raise RecipeError(
-            "TempNetLoss is one-directional: remove loss.symmetric, or use ISogCLRLoss for a symmetric loss."
-        )
-    loss = _construct("loss", cls, {**loss_arguments(spec, cls, num_samples=1), "model": _ShapeOnlyModel()})
-    objective = getattr(loss, "objective", None)
-    if batch_size is not None and hasattr(objective, "check_rho") and not spec.params.get("gather_across_devices"):
+    if batch_size is not None and hasattr(loss, "check_batch_shape") and not spec.params.get("gather_across_devices"):
         # checked on the first batch too, but that comes after loading, mining and the "before" scores
-        negatives = objective.negatives_per_row(batch_size, data.text_columns - 1)
         try:
-            objective.check_rho(negatives)
+            loss.check_batch_shape(batch_size, data.text_columns - 1)
         except ValueError as error:
-            raise RecipeError(f"loss.rho: at training.per_device_train_batch_size {batch_size}, {error}") from None
-    return cls
+            key = "loss.rho" if "rho" in spec.params else "loss.temperature.rho" if "rho (" in str(error) else "loss"
+            raise RecipeError(f"{key}: at training.per_device_train_batch_size {batch_size}, {error}") from None
+    return loss
 
 
 class _ShapeOnlyModel(torch.nn.Module):
     """Stands in for the encoder so a loss can be built, and its arguments checked, before the model loads."""
 
     def get_embedding_dimension(self) -> int:
-        return 8
+        return PROBE_RUN["embedding_dim"]
 
 
-def loss_arguments(spec: LossSpec, cls: type, num_samples: int) -> dict[str, Any]:
-    """The loss's keyword arguments: the recipe's parameters, the built temperature policy, the dataset size."""
+def loss_arguments(spec: LossSpec, cls: type, num_samples: int, embedding_dim: int) -> dict[str, Any]:
+    """The loss's keyword arguments: the recipe's parameters, the built temperature policy, the run's facts."""
+    run = {"num_samples": num_samples, "embedding_dim": embedding_dim}
     kwargs = dict(spec.params)
     if spec.temperature is not None:
-        kwargs["temperature"] = spec.temperature if spec.name == "SogCLRLoss" else build_policy(spec.temperature)
-    if is_per_sample(cls):
-        kwargs["num_samples"] = num_samples
+        kwargs["temperature"] = build_policy(spec.temperature, run=run)
+    parameters, _ = _signature(cls.__init__)
+    kwargs.update({key: value for key, value in run.items() if key in parameters})
     return kwargs
 
 

@@ -40,16 +40,14 @@ from tempnlp.data.sources import Located, beir_folder, build_train_dataset, loca
 from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.state import add_index_column
 from tempnlp.train.callbacks import log_temperature
-from tempnlp.train.logs import StepTimer, TemperatureHistogramCallback, TrainingLogCallback, write_history
-from tempnlp.train.recipe import (
-    Recipe,
-    RecipeError,
-    build_policy,
-    check_loss,
-    is_per_sample,
-    loss_arguments,
-    loss_classes,
+from tempnlp.train.logs import (
+    StepTimer,
+    TemperatureHistogramCallback,
+    TrainingLogCallback,
+    keeps_sample_temperatures,
+    write_history,
 )
+from tempnlp.train.recipe import Recipe, RecipeError, check_loss, loss_arguments, loss_classes
 from tempnlp.train.state import has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -159,9 +157,10 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerT
 
 
 def build_loss(recipe: Recipe, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
-    cls = check_loss(recipe.loss, recipe.data)
+    check_loss(recipe.loss, recipe.data)
+    cls = loss_classes()[recipe.loss.name]
     try:
-        return cls(model, **loss_arguments(recipe.loss, cls, num_samples))
+        return cls(model, **loss_arguments(recipe.loss, cls, num_samples, model.get_embedding_dimension()))
     except (TypeError, ValueError) as error:
         raise RecipeError(f"loss {recipe.loss.name}: {error}") from error
 
@@ -271,13 +270,9 @@ def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, ro
 def _temperature_text(loss: torch.nn.Module) -> str:
     temperature = getattr(loss, "temperature", None)
     if isinstance(temperature, torch.nn.Module):
-        return f"`{temperature}`"
-    if hasattr(getattr(loss, "objective", None), "query_state"):
-        objective = loss.objective
-        kind = "TempNet prediction" if objective.temperature_network is not None else "one per training sample"
-        if not objective.learn_temperature:
-            return f"fixed tau {objective.tau_init} (SogCLR)"
-        return f"{kind}, in [{objective.tau_min}, {objective.tau_max}] from {objective.tau_init}"
+        # repr of a policy with a network would list its layers: name the policy and its settings on one line
+        settings = ", ".join(f"{key}={value}" for key, value in temperature.get_config_dict().items())
+        return f"`{type(temperature).__name__}({settings})`"
     scale = getattr(loss, "scale", None)
     return f"fixed tau {1 / scale:.4g} (scale {scale})" if scale else "see the loss"
 
@@ -314,12 +309,10 @@ def _check_processes(recipe: Recipe) -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or recipe.loss.params.get("gather_across_devices", False):
         return
-    cls = loss_classes()[recipe.loss.name]  # the recipe was validated, loss included, when it was loaded
-    if is_per_sample(cls):
+    probe = check_loss(recipe.loss, recipe.data)  # built on a stand-in model: nothing loads
+    if getattr(probe, "needs_dataset_indices", False):
         what = "keeps per-sample state"
-    elif recipe.loss.temperature is not None and any(
-        parameter.requires_grad for parameter in build_policy(recipe.loss.temperature).parameters()
-    ):
+    elif getattr(probe, "needs_global_batch", False):
         what = "learns its temperature"
     else:
         return
@@ -364,7 +357,7 @@ def run_recipe(
         train_dataset = build_train_dataset(recipe.data, data, model, model_path=path, log=say)
     say(f"data: {len(train_dataset)} examples, columns {', '.join(train_dataset.column_names)}")
     loss = build_loss(recipe, model, len(train_dataset))
-    if is_per_sample(type(loss)):
+    if getattr(loss, "needs_dataset_indices", False):
         train_dataset = add_index_column(train_dataset)
     say(f"loss: {type(loss).__name__}, temperature {_temperature_text(loss)}")
     retrieval_folder = beir_folder(retrieval_data) if retrieval_data is not None else None
@@ -393,7 +386,7 @@ def run_recipe(
     trainer.add_callback(TrainingLogCallback(output_dir))
     timer = StepTimer()
     trainer.add_callback(timer)
-    if is_per_sample(type(loss)):
+    if keeps_sample_temperatures(loss):
         histograms = TemperatureHistogramCallback(loss, output_dir)
         histograms.trainer = trainer
         trainer.add_callback(histograms)

@@ -10,15 +10,17 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from tempnlp.objectives.isogclr import warn_single_epoch
 from tempnlp.state import load_loss_state, save_loss_state
+from tempnlp.temperature.individual import warn_single_epoch
 
 
 def has_loss_state(loss) -> bool:
     """Per-sample buffers, a momentum queue, or trainable parameters of its own (a learnable tau, TempNet):
-    anything a resumed run needs back that sentence-transformers does not save with the model."""
-    if getattr(loss, "stateful", False) or getattr(loss, "queue", None) is not None:
-        return True
+    anything a resumed run needs back that sentence-transformers does not save with the model. tempnlp's losses
+    say so themselves; for any other loss, its own trainable parameters count."""
+    declared = getattr(loss, "has_state", None)
+    if isinstance(declared, bool):
+        return declared
     model = getattr(loss, "model", None)
     model_parameters = {id(p) for p in model.parameters()} if model is not None else set()
     return any(p.requires_grad and id(p) not in model_parameters for p in loss.parameters())
@@ -74,11 +76,13 @@ class LossStateCallback(TrainerCallback):
         if args.world_size > 1:
             for loss in self.losses.values():
                 objective = getattr(loss, "objective", None)
-                if getattr(loss, "stateful", False) and not getattr(objective, "gather_across_devices", False):
+                if getattr(loss, "needs_global_batch", False) and not getattr(
+                    objective, "gather_across_devices", False
+                ):
+                    what = "keeps per-sample state" if loss.needs_dataset_indices else "learns parameters of its own"
                     raise ValueError(
-                        f"{type(loss).__name__} keeps per-sample state, which would diverge across the "
-                        f"{args.world_size} processes: pass gather_across_devices=True so every rank updates the "
-                        "global batch's state."
+                        f"{type(loss).__name__} {what}, which would diverge across the {args.world_size} processes: "
+                        "pass gather_across_devices=True so every rank computes the loss of the global batch."
                     )
         if state.global_step > 0:  # resuming from a checkpoint
             if self.resume_from_checkpoint is None:
@@ -94,7 +98,7 @@ class LossStateCallback(TrainerCallback):
                 load_loss_state(loss, folder)
         epochs = state.num_train_epochs or args.num_train_epochs  # the trainer's count, max_steps included
         for loss in self.losses.values():
-            if getattr(loss, "warns_single_epoch", False):
+            if getattr(loss, "acts_on_revisit", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
 
     def _save(self, args, state) -> None:

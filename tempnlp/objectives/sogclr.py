@@ -1,0 +1,163 @@
+"""SogCLR: the contrastive objective with a per-sample moving average of the partition function.
+
+For every dataset index k the objective keeps ``s[k]``, a moving average of the row's partition function over
+its negatives, which makes the gradient estimator consistent with small batches (Yuan et al. 2022, arXiv
+2202.12387). For row i with dataset index k, its n_i negatives and ``h_ij = s(q_i, d_j) - s(q_i, d_i)``::
+
+    g_i  = (1/n_i) sum_j exp(h_ij / tau_ij)                  (detached)
+    s[k] = g_i on the first visit, else (1 - gamma) s[k] + gamma g_i
+    p_ij = exp(h_ij / tau_ij) / s[k]                         (detached)
+    l_i  = (1/n_i) sum_j p_ij h_ij                           (gradient through h_ij only)
+
+which is the gradient of ``tau * log s`` with the moving average standing in for the batch's partition function.
+The temperature comes from any policy. A temperature with a gradient of its own (a learnable tau, one value or
+one per row) receives that of ``tau_i * log s[k]``, ``log s[k] - (1/n_i) sum_j p_ij h_ij / tau_i``, through a
+term whose value is zero. Everything is computed in log space (``log s`` is stored), in at least float32.
+
+Outside training (no gradient) the state is neither read nor written: each row uses its own batch estimate.
+iSogCLR is this objective with :class:`~tempnlp.temperature.IndividualTemperature`; SogCLR in the paper is it
+with one fixed temperature.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from tempnlp.objectives.base import ContrastiveObjective
+from tempnlp.objectives.candidates import CandidateBatch, Direction
+from tempnlp.temperature import TemperaturePolicy
+from tempnlp.temperature.base import RowStatistics
+from tempnlp.temperature.individual import check_num_samples
+
+
+class PartitionEstimate(nn.Module):
+    """Per-sample buffers of one direction: ``log s`` and whether the sample has been seen."""
+
+    def __init__(self, num_samples: int) -> None:
+        super().__init__()
+        self.register_buffer("log_s", torch.zeros(num_samples, dtype=torch.float32))
+        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
+
+    @property
+    def s(self) -> Tensor:
+        return self.log_s.exp()
+
+
+class SogCLR(ContrastiveObjective):
+    """SogCLR at tensor level: ``objective(anchors, documents, indices)`` with any temperature policy.
+
+    Args:
+        num_samples: size of the training set (indices must lie in ``[0, num_samples)``).
+        temperature: a number (fixed tau; 0.1 in the SogCLR paper) or any policy.
+        gamma: moving-average weight of the new partition estimate (0.9).
+        symmetric: add the document-to-anchor direction, with its own moving averages.
+        same_view_negatives: also contrast each row with the other rows of its own side (the paper's unimodal
+            two-view form: 2B - 2 negatives).
+        check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
+        gather_across_devices: in multi-process training, evaluate and update the state of the global batch.
+    """
+
+    positive_in_partition = False
+    display_name = "SogCLR"
+
+    def __init__(
+        self,
+        num_samples: int,
+        temperature: TemperaturePolicy | float = 0.1,
+        gamma: float = 0.9,
+        symmetric: bool = False,
+        same_view_negatives: bool = False,
+        check_finite: bool = True,
+        gather_across_devices: bool = False,
+    ) -> None:
+        super().__init__(
+            temperature,
+            symmetric=symmetric,
+            same_view_negatives=same_view_negatives,
+            check_finite=check_finite,
+            gather_across_devices=gather_across_devices,
+        )
+        self._num_samples = check_num_samples(num_samples)
+        if not 0.0 < float(gamma) <= 1.0:
+            raise ValueError(f"gamma is a moving-average weight in (0, 1], got {gamma!r}.")
+        self.gamma = float(gamma)
+        self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(self.directions))
+
+    @property
+    def needs_indices(self) -> bool:
+        return True
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
+        similarities = direction.similarities
+        rows = torch.arange(direction.batch_size, device=similarities.device)
+        h = similarities - similarities[rows, rows].unsqueeze(1)  # h_ij; gradients flow through it
+        in_partition = direction.partition_mask(positive_in_partition=False)
+        count = direction.partition_size(positive_in_partition=False)
+        tau_entries = tau.unsqueeze(1) if tau.dim() == 1 else tau
+        indices = batch.indices
+        with torch.no_grad():
+            scaled = (h.detach() / tau_entries.detach()).masked_fill(~in_partition, float("-inf"))
+            log_g = torch.logsumexp(scaled, dim=1) - math.log(count)  # log of (1/n_i) sum_j exp(h_ij / tau)
+            if indices is None:  # evaluation: stateless
+                log_s = log_g
+            else:
+                state = self.estimates[direction.index]
+                previous = state.log_s[indices].to(h.dtype)
+                moving = (
+                    torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
+                    if self.gamma < 1
+                    else log_g
+                )
+                log_s = torch.where(state.seen[indices], moving, log_g)
+                state.log_s[indices] = log_s.to(state.log_s.dtype)
+                state.seen[indices] = True
+            weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the partition
+        losses = (weights * h).sum(dim=1) / count
+        if tau.requires_grad:
+            if tau.dim() == 2:
+                raise ValueError(
+                    "SogCLR takes a learned temperature of one value or one per row, not one per entry: the "
+                    "gradient of tau * log s is defined per row."
+                )
+            with torch.no_grad():
+                tau_gradient = log_s - (weights * scaled.masked_fill(~in_partition, 0.0)).sum(dim=1) / count
+            losses = losses + (tau - tau.detach()) * tau_gradient
+        return losses, self.statistics(direction, tau, batch, log_partition=log_s)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _upgrade_legacy_state(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"num_samples={self.num_samples}, gamma={self.gamma}, symmetric={self.symmetric}" + (
+            ", same_view_negatives=True" if self.same_view_negatives else ""
+        )
+
+
+def _upgrade_legacy_state(objective: SogCLR, state_dict: dict, prefix: str) -> None:
+    """Rename, in place, the keys a loss state written before tempnlp 0.2 uses (``query_state.*``,
+    ``document_state.*`` and ``temperature_network.*`` of the iSogCLR objective) to today's layout, so that its
+    checkpoints resume. What has no place any more (a fixed tau's constant buffer) is dropped."""
+    policy = objective.temperature
+    sides = {"query_state.": 0, "document_state.": 1}
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        name = key[len(prefix) :]
+        if name.startswith("temperature_network.") and "temperature_network" not in objective._modules:
+            state_dict[f"{prefix}temperature.network.{name.removeprefix('temperature_network.')}"] = state_dict.pop(key)
+            continue
+        side = next((sides[start] for start in sides if name.startswith(start)), None)
+        if side is None:
+            continue
+        value, buffer = state_dict.pop(key), name.split(".", 1)[1]
+        if buffer in ("log_s", "seen"):
+            state_dict[f"{prefix}estimates.{side}.{buffer}"] = value
+        container = "states" if hasattr(policy, "states") else "records" if getattr(policy, "records", None) else None
+        if container is not None and (buffer in ("tau", "seen") or (buffer == "u" and container == "states")):
+            state_dict[f"{prefix}temperature.{container}.{side}.{buffer}"] = value.clone()

@@ -1,0 +1,67 @@
+"""What the DRO-trained temperatures share: the KL radius rho, the clipped robust gradient, the rho check.
+
+iSogCLR (Qiu et al. 2023) learns a temperature by distributionally robust optimisation over a KL ball of radius
+``rho`` around the uniform weighting of a row's partition. The gradient of that objective with respect to the
+row's temperature is :meth:`~tempnlp.temperature.base.RowStatistics.robust_gradient`; the policies here differ
+only in what they move with it (one buffer entry per sample, or a network's weights).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tempnlp._checks import ordered_bounds, positive_float
+from tempnlp.temperature.base import RowStatistics, TemperaturePolicy
+
+
+class RobustTemperature(TemperaturePolicy):
+    """Base of the policies moved by the robust gradient ``G_i``; not used on its own."""
+
+    granularity = "row"
+
+    def __init__(self, tau_init: float, tau_min: float, tau_max: float, rho: float, grad_clip: float | None) -> None:
+        super().__init__()
+        self.tau_init = positive_float("tau_init", tau_init)
+        self.tau_min = positive_float("tau_min", tau_min)
+        self.tau_max = positive_float("tau_max", tau_max)
+        ordered_bounds("tau_min", self.tau_min, "tau_max", self.tau_max)
+        if not self.tau_min <= self.tau_init <= self.tau_max:
+            raise ValueError(
+                f"tau_init ({self.tau_init}) must lie in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}]."
+            )
+        self.rho = positive_float("rho", rho, hint="The authors use 0.3-0.4 for unimodal data.")
+        self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
+        self._largest_batch = 0  # host-side, to tell a trailing short batch from a misconfigured rho
+
+    def check_partition_size(self, size: int, what: str = "negatives") -> None:
+        """A tau step needs rho below log(partition size): a KL ball that wide contains every weighting."""
+        if self.rho >= math.log(max(size, 1)):
+            raise ValueError(
+                f"rho ({self.rho}) must be below log(number of {what}) = log({size}) = {math.log(max(size, 1)):.3f}: "
+                "the KL ball would contain every weighting. Lower rho or raise the batch size."
+            )
+
+    def steps(self, statistics: RowStatistics) -> bool:
+        """Whether this call moves the temperature: in training only, and not on a short trailing batch whose
+        partition is too small for rho (a full batch that small is an error)."""
+        if not torch.is_grad_enabled():
+            return False
+        batch = statistics.batch_size
+        steps = True
+        if self.rho >= math.log(max(statistics.candidates, 1)):
+            if batch >= self._largest_batch:
+                what = "candidates, the positive included" if statistics.positive_in_partition else "negatives"
+                self.check_partition_size(statistics.candidates, what)
+            steps = False  # the epoch's remainder: train on it, leave its temperatures as they are
+        self._largest_batch = max(self._largest_batch, batch)
+        return steps
+
+    def clipped_gradient(self, statistics: RowStatistics) -> Tensor:
+        with torch.no_grad():
+            gradient = statistics.robust_gradient(self.rho)
+            if self.grad_clip is not None:
+                gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
+        return gradient

@@ -80,7 +80,7 @@ def variants(model, with_queue: bool) -> dict[str, torch.nn.Module]:
         "InfoNCE same-view negatives": InfoNCELoss(model, temperature=0.05, same_view_negatives=True),
         "DCL individual": DCLLoss(model, temperature=IndividualTemperature(NUM_SAMPLES, **stateful)),
         "SogCLR MACL": SogCLRLoss(model, NUM_SAMPLES, temperature=MACLTemperature()),
-        "SogCLR learnable": SogCLRLoss(model, NUM_SAMPLES, temperature=LearnableTemperature()),
+        "SogCLR DySTreSS": SogCLRLoss(model, NUM_SAMPLES, temperature=DySTreSSTemperature()),
     }
     if with_queue:
         losses["iSogCLR, queue 256"] = ISogCLRLoss(model, NUM_SAMPLES, queue_size=256, **stateful)

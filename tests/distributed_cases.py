@@ -19,13 +19,11 @@ CASES = {
     # Loss parameters (a learnable tau, TempNet) sit outside DDP: every rank must compute identical gradients.
     "infonce-learnable": lambda gather: InfoNCE(LearnableTemperature(), gather_across_devices=gather).double(),
     "tempnet": lambda gather: _tempnet(gather),
-    # a per-sample tau on InfoNCE, and a learned tau on SogCLR's per-sample estimator
+    # a per-sample tau on InfoNCE, and a per-batch tau on SogCLR's per-sample estimator
     "infonce-individual": lambda gather: InfoNCE(
         IndividualTemperature(NUM_SAMPLES, eta=0.05), symmetric=True, gather_across_devices=gather
     ).double(),
-    "sogclr-learnable": lambda gather: SogCLR(
-        NUM_SAMPLES, LearnableTemperature(), gather_across_devices=gather
-    ).double(),
+    "sogclr-macl": lambda gather: SogCLR(NUM_SAMPLES, MACLTemperature(), gather_across_devices=gather).double(),
 }
 
 

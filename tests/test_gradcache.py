@@ -35,7 +35,7 @@ LOSSES = {
     "dcl-tempnet": lambda m, mb: DCLLoss(
         m, TempNetTemperature(m.get_embedding_dimension(), hidden=8, num_samples=10), mini_batch_size=mb
     ),
-    "sogclr-learnable": lambda m, mb: SogCLRLoss(m, 10, LearnableTemperature(), mini_batch_size=mb),
+    "sogclr-dystress": lambda m, mb: SogCLRLoss(m, 10, DySTreSSTemperature(), symmetric=True, mini_batch_size=mb),
     "infonce-same-view-queue": lambda m, mb: InfoNCELoss(
         m, IndividualTemperature(10), same_view_negatives=True, queue_size=12, mini_batch_size=mb
     ),

@@ -338,3 +338,12 @@ def test_dcl_without_negatives_is_an_error():
         DCL(0.05, symmetric=True)(anchors, columns)  # but the documents have no negative: -inf otherwise
     anchors, columns = _batch(batch=1)
     assert torch.isfinite(DCL(0.05)(anchors, columns, extra_negatives=torch.randn(3, 8, dtype=torch.float64)))
+
+
+def test_a_per_sample_policy_and_sogclr_index_the_same_training_set():
+    from tempnlp.objectives import SogCLR
+    from tempnlp.temperature import IndividualTemperature
+
+    with pytest.raises(ValueError, match="keeps 10 samples but SogCLR 100.*same num_samples"):
+        SogCLR(100, IndividualTemperature(10))
+    SogCLR(10, IndividualTemperature(10))

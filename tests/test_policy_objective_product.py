@@ -328,8 +328,14 @@ def _reference_objective(name, policy, symmetric, anchor_negatives=False) -> Ref
 
 
 def _pairs(policies=POLICIES, objectives=OBJECTIVES) -> list[tuple[str, str]]:
-    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only."""
-    return [(p, o) for o in objectives for p in policies if o == "infonce" or "reweight" not in p]
+    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only, and a tau trained by
+    the loss's own gradient is refused on SogCLR (see test_a_learnable_tau_is_refused_on_sogclr)."""
+    return [
+        (p, o)
+        for o in objectives
+        for p in policies
+        if (o == "infonce" or "reweight" not in p) and not (p == "learnable" and o == "sogclr")
+    ]
 
 
 def _stateful(policy: str, objective: str) -> bool:
@@ -517,6 +523,21 @@ def test_a_missing_stop_gradient_would_be_detected(policy_name, objective_name):
     _assert_close(gradients[0], gradients[1], "with the stop-gradients")
     difference = (gradients[0] - gradients[2]).abs().max().item()
     assert difference > 1e-4 * gradients[0].abs().max().item(), f"only {difference:.3g} apart"
+
+
+def test_a_learnable_tau_is_refused_on_sogclr():
+    """SogCLR's objective tau * log s has the derivative -KL(p || uniform) <= 0 in tau: descent only raises tau.
+    The reference shows it (the gradient of a learnable tau is never positive), and the combination is refused."""
+    generator = torch.Generator().manual_seed(5)
+    gradients = []
+    for tau_value in (0.02, 0.05, 0.2, 1.0):
+        gaps = torch.randn(6, 9, generator=generator, dtype=torch.float64) * 0.3  # h_ij of 6 rows, 9 negatives
+        tau = torch.tensor(tau_value, dtype=torch.float64, requires_grad=True)
+        (tau * torch.log(torch.exp(gaps / tau).mean(dim=1))).mean().backward()
+        gradients.append(tau.grad.item())
+    assert all(gradient <= 1e-15 for gradient in gradients) and min(gradients) < -1e-3
+    with pytest.raises(ValueError, match=r"KL\(p \|\| uniform\) <= 0 in tau: the temperature would only grow"):
+        OBJECTIVES["sogclr"](POLICIES["learnable"][0](), False, False)
 
 
 @pytest.mark.parametrize("objective_name", ["dcl", "dclw", "sogclr"])

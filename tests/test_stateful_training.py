@@ -31,8 +31,11 @@ def _args(output_dir, **overrides):
     return SentenceTransformerTrainingArguments(**{**defaults, **overrides})
 
 
-def _trainer(model, dataset, output_dir, loss_cls=ISogCLRLoss, **overrides):
-    loss = loss_cls(model, num_samples=len(dataset), **({"eta": 0.05} if loss_cls is ISogCLRLoss else {}))
+def _trainer(model, dataset, output_dir, loss_cls=ISogCLRLoss, make_loss=None, **overrides):
+    if make_loss is not None:
+        loss = make_loss(model, len(dataset))
+    else:
+        loss = loss_cls(model, num_samples=len(dataset), **({"eta": 0.05} if loss_cls is ISogCLRLoss else {}))
     trainer = SentenceTransformerTrainer(
         model=model, args=_args(output_dir, **overrides), train_dataset=dataset, loss=loss
     )
@@ -89,9 +92,11 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def _run(model_factory, dataset, output_dir, stop_at=None, resume=None):
+def _run(model_factory, dataset, output_dir, stop_at=None, resume=None, make_loss=None):
     model = model_factory()
-    trainer, loss = _trainer(model, dataset, output_dir, max_steps=8, save_strategy="steps", save_steps=4)
+    trainer, loss = _trainer(
+        model, dataset, output_dir, make_loss=make_loss, max_steps=8, save_strategy="steps", save_steps=4
+    )
     if stop_at is not None:
         trainer.add_callback(StopAt(stop_at))
     with warnings.catch_warnings():
@@ -101,7 +106,25 @@ def _run(model_factory, dataset, output_dir, stop_at=None, resume=None):
     return losses, loss, model
 
 
-def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_path):
+def _individual_on_infonce(model, num_samples):
+    from tempnlp.losses import InfoNCELoss
+    from tempnlp.temperature import IndividualTemperature
+
+    return InfoNCELoss(model, IndividualTemperature(num_samples, eta=0.05), symmetric=True)
+
+
+def _tempnet_on_sogclr_with_queue(model, num_samples):
+    from tempnlp.temperature import TempNetTemperature
+
+    policy = TempNetTemperature(model.get_embedding_dimension(), hidden=8, num_samples=num_samples)
+    return SogCLRLoss(model, num_samples, temperature=policy, queue_size=8)
+
+
+@pytest.mark.parametrize(
+    "make_loss", [None, _individual_on_infonce, _tempnet_on_sogclr_with_queue], ids=["isogclr", "infonce-individual",
+                                                                                   "sogclr-tempnet-queue"]
+)  # fmt: skip
+def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_path, make_loss):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
@@ -111,20 +134,22 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_p
         return SentenceTransformer(modules=[transformer, Pooling(32)], device="cpu")
 
     dataset = add_index_column(_pairs(count=16))  # 2 steps an epoch: 8 steps revisit every sample 4 times
-    full_losses, full_loss, full_model = _run(fresh_model, dataset, tmp_path / "full")
-    _run(fresh_model, dataset, tmp_path / "interrupted", stop_at=4)
+    full_losses, full_loss, full_model = _run(fresh_model, dataset, tmp_path / "full", make_loss=make_loss)
+    _run(fresh_model, dataset, tmp_path / "interrupted", stop_at=4, make_loss=make_loss)
     checkpoint = tmp_path / "interrupted" / "checkpoint-4"
     assert (checkpoint / "loss_state.pt").is_file()
     resumed_losses, resumed_loss, resumed_model = _run(
-        fresh_model, dataset, tmp_path / "interrupted", resume=str(checkpoint)
+        fresh_model, dataset, tmp_path / "interrupted", resume=str(checkpoint), make_loss=make_loss
     )
 
     # The resumed history holds the checkpoint's steps 1-4 and its own 5-8 (the trainer logs losses rounded to
     # 4 decimals); the weights and every tau_i below are compared bitwise.
     assert sorted(resumed_losses) == list(range(1, 9))
     assert resumed_losses == full_losses
-    for name, buffer in full_loss.objective.state_dict().items():
-        assert torch.equal(buffer, resumed_loss.objective.state_dict()[name]), name
+    own_state = {k: v for k, v in full_loss.state_dict().items() if not k.startswith("model.")}
+    assert any("tau" in name for name in own_state)
+    for name, buffer in own_state.items():
+        assert torch.equal(buffer, resumed_loss.state_dict()[name]), name
     for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 

@@ -96,9 +96,12 @@ class SogCLRLoss(TemperatureContrastiveLoss):
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 
     @property
-    def tau(self) -> Tensor:
-        """The temperature of every dataset index (a fixed temperature's value everywhere)."""
-        return self.objective.tau
+    def tau(self) -> Tensor | None:
+        """The temperature of every dataset index: a fixed temperature's value everywhere, a per-sample policy's
+        values, or None for a policy without per-sample temperatures."""
+        if hasattr(self.objective, "tau"):
+            return self.objective.tau
+        return getattr(self.temperature, "tau", None)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "num_samples": self.objective.num_samples, "gamma": self.objective.gamma}

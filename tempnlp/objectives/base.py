@@ -114,7 +114,12 @@ class ContrastiveObjective(nn.Module):
                 f"{self.display_name or type(self).__name__} needs at least one negative in each direction: a batch "
                 "of one (anchor, positive) pair has none"
                 + (" for the document-to-anchor term" if self.symmetric else "")
-                + ". Use a batch size > 1, or add a hard-negative column (symmetric=False)."
+                + ". Use a batch size > 1"
+                + (
+                    ": hard negatives do not serve the document-to-anchor direction."
+                    if self.symmetric
+                    else ", or add a hard-negative column."
+                )
             )
 
     def forward(
@@ -149,11 +154,16 @@ class ContrastiveObjective(nn.Module):
         """Each row's loss (B,) and the statistics the policy may observe."""
         raise NotImplementedError
 
-    def statistics(self, direction: Direction, tau: Tensor, batch: CandidateBatch, **extra) -> RowStatistics:
+    def statistics(
+        self, direction: Direction, tau: Tensor, batch: CandidateBatch, in_partition: Tensor | None = None, **extra
+    ) -> RowStatistics:
+        """The statistics of one direction; ``in_partition`` is the partition mask when the objective built it."""
+        if in_partition is None:
+            in_partition = direction.partition_mask(self.positive_in_partition)
         return RowStatistics(
             similarities=direction.similarities,
             tau=tau,
-            in_partition=direction.partition_mask(self.positive_in_partition),
+            in_partition=in_partition,
             candidates=direction.partition_size(self.positive_in_partition),
             direction=direction.index,
             indices=batch.indices,

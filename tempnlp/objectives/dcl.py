@@ -7,7 +7,7 @@ from tempnlp._checks import positive_float
 from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
-from tempnlp.temperature.base import RowStatistics
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, RowStatistics
 
 
 class DCL(ContrastiveObjective):
@@ -36,6 +36,7 @@ class DCL(ContrastiveObjective):
     """
 
     positive_in_partition = False
+    offers = frozenset({GRADIENT_TRAINED_TAU})
     display_name = "DCL"
 
     def __init__(
@@ -75,7 +76,7 @@ class DCL(ContrastiveObjective):
         negative_lse = torch.logsumexp(logits.masked_fill(~in_partition, float("-inf")), dim=1)
         weights = self.positive_weights(batch.positive_similarities)
         losses = negative_lse - (positive_logits if weights is None else weights * positive_logits)
-        return losses, self.statistics(direction, tau, batch)
+        return losses, self.statistics(direction, tau, batch, in_partition=in_partition)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, symmetric={self.symmetric}, anchor_negatives={self.anchor_negatives}"

@@ -7,7 +7,7 @@ from torch import Tensor
 from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
-from tempnlp.temperature.base import ROW_LOG_PROBABILITY, RowStatistics
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, ROW_LOG_PROBABILITY, RowStatistics
 
 
 class InfoNCE(ContrastiveObjective):
@@ -46,7 +46,7 @@ class InfoNCE(ContrastiveObjective):
     """
 
     positive_in_partition = True
-    offers = frozenset({ROW_LOG_PROBABILITY})
+    offers = frozenset({ROW_LOG_PROBABILITY, GRADIENT_TRAINED_TAU})
     display_name = "InfoNCE"
 
     def __init__(

@@ -69,10 +69,17 @@ class ISogCLR(SogCLR):
         tau_init = positive_float("tau_init", tau_init)
         ordered_bounds("tau_min", positive_float("tau_min", tau_min), "tau_max", positive_float("tau_max", tau_max))
         if temperature_network is not None:
+            hidden = getattr(temperature_network, "hidden", None)
             policy = TempNetTemperature(
-                0, tau_init=tau_init, tau_min=tau_min, tau_max=tau_max, rho=rho, grad_clip=grad_clip,
-                num_samples=num_samples, network=temperature_network,
-            )  # fmt: skip
+                getattr(hidden, "in_features", 0),
+                tau_init=tau_init,
+                tau_min=tau_min,
+                tau_max=tau_max,
+                rho=rho,
+                grad_clip=grad_clip,
+                num_samples=num_samples,
+                network=temperature_network,
+            )
             if not learn_temperature:
                 raise ValueError("temperature_network learns the temperature: leave learn_temperature=True.")
         elif learn_temperature:

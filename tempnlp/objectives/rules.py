@@ -1,19 +1,30 @@
 """Which temperature policy goes with which objective: the one place a combination is refused.
 
 A policy lists what it needs from the objective in ``policy.requires``; an objective lists what it offers in
-``objective.offers``. Today one fact is needed by a policy: MACL's ``1 / (1 - P_i)`` reweighting multiplies the
-row loss ``-log P_i``, which InfoNCE offers (``row_log_probability``); with the positive outside the partition
-(DCL, SogCLR) the row loss does not vanish as ``P_i -> 1`` and the product grows without bound.
+``objective.offers``. Two facts are needed today:
+
+* MACL's ``1 / (1 - P_i)`` reweighting multiplies the row loss ``-log P_i``, which InfoNCE offers
+  (``row_log_probability``); with the positive outside the partition (DCL, SogCLR) the row loss does not vanish as
+  ``P_i -> 1`` and the product grows without bound.
+* A temperature trained by the loss's own gradient (CLIP's learnable tau) needs a loss that does not always push
+  it one way (``gradient_trained_tau``): InfoNCE and DCL. SogCLR's objective is ``tau * log s``, whose derivative
+  in tau is ``-KL(p || uniform) <= 0``, so such a tau only grows; the DRO policies add the KL radius ``rho`` that
+  bounds it.
 """
 
 from __future__ import annotations
 
-from tempnlp.temperature.base import ROW_LOG_PROBABILITY
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, ROW_LOG_PROBABILITY
 
 WHY = {
     ROW_LOG_PROBABILITY: (
         "weights each row by 1 / (1 - P), which is defined for InfoNCE, whose loss -log P vanishes as P -> 1; {name}'s "
         "loss does not, so the product grows without bound. Use InfoNCE / InfoNCELoss, or reweight=False with {name}."
+    ),
+    GRADIENT_TRAINED_TAU: (
+        "is trained by the loss's own gradient, and {name}'s objective tau * log s has the derivative "
+        "-KL(p || uniform) <= 0 in tau: the temperature would only grow. Use IndividualTemperature or "
+        "TempNetTemperature (their DRO update adds the KL radius rho), or a learnable tau on InfoNCE or DCL."
     ),
 }
 

@@ -81,6 +81,12 @@ class SogCLR(ContrastiveObjective):
             gather_across_devices=gather_across_devices,
         )
         self._num_samples = check_num_samples(num_samples)
+        policy_samples = getattr(self.temperature, "num_samples", None)
+        if policy_samples is not None and policy_samples != num_samples:
+            raise ValueError(
+                f"The temperature policy keeps {policy_samples} samples but SogCLR {num_samples}: both index the "
+                "same training set, so give them the same num_samples."
+            )
         if not 0.0 < float(gamma) <= 1.0:
             raise ValueError(f"gamma is a moving-average weight in (0, 1], got {gamma!r}.")
         self.gamma = float(gamma)
@@ -129,7 +135,7 @@ class SogCLR(ContrastiveObjective):
             with torch.no_grad():
                 tau_gradient = log_s - (weights * scaled.masked_fill(~in_partition, 0.0)).sum(dim=1) / count
             losses = losses + (tau - tau.detach()) * tau_gradient
-        return losses, self.statistics(direction, tau, batch, log_partition=log_s)
+        return losses, self.statistics(direction, tau, batch, in_partition=in_partition, log_partition=log_s)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         _upgrade_legacy_state(self, state_dict, prefix)

@@ -30,6 +30,8 @@ Granularity = Literal["batch", "row", "entry"]
 
 #: What an objective can offer a policy; a policy lists what it needs in ``requires`` (see objectives.rules).
 ROW_LOG_PROBABILITY = "row_log_probability"
+#: the loss itself is a sensible objective for a temperature trained by its gradient
+GRADIENT_TRAINED_TAU = "gradient_trained_tau"
 
 
 class RowStatistics:

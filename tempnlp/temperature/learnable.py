@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from tempnlp._checks import ordered_bounds, positive_float
-from tempnlp.temperature.base import TemperaturePolicy
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, TemperaturePolicy
 
 
 class LearnableTemperature(TemperaturePolicy):
@@ -59,6 +59,10 @@ class LearnableTemperature(TemperaturePolicy):
         ordered_bounds("min_tau", self.min_tau, "init", self.init)
         self.log_inverse_tau = nn.Parameter(torch.tensor(math.log(1.0 / self.init)))
         self._max_log_inverse_tau = math.log(1.0 / self.min_tau)
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return frozenset({GRADIENT_TRAINED_TAU})
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
         # Projection, not a clamp in the graph; unconditional, so that no host sync decides whether to project.

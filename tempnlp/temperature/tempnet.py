@@ -128,11 +128,13 @@ class TempNetTemperature(RobustTemperature):
         if anchors is None:
             raise ValueError("TempNetTemperature predicts tau from the anchor embeddings: pass anchors=...")
         predicted = self.network(anchors).to(similarities.dtype)  # (B,), differentiable in the network only
-        self._predictions[context.get("direction", 0)] = predicted
+        # one pending prediction at a time: the objective observes each direction right after computing it
+        self._predictions = {context.get("direction", 0): predicted}
         return predicted.detach()
 
     def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         predicted = self._predictions.pop(statistics.direction)
+        self._predictions = {}
         if not torch.is_grad_enabled():
             return row_losses
         if self.records is not None and statistics.indices is not None:

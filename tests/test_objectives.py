@@ -344,6 +344,6 @@ def test_a_per_sample_policy_and_sogclr_index_the_same_training_set():
     from tempnlp.objectives import SogCLR
     from tempnlp.temperature import IndividualTemperature
 
-    with pytest.raises(ValueError, match="keeps 10 samples but SogCLR 100.*same num_samples"):
+    with pytest.raises(ValueError, match=r"keeps 10 samples but SogCLR 100.*same num_samples"):
         SogCLR(100, IndividualTemperature(10))
     SogCLR(10, IndividualTemperature(10))

@@ -131,7 +131,7 @@ def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -
             tau_histogram=json.loads(histograms.read_text()) if histograms.is_file() else None,
         )
     else:
-        from tempnlp.train.run import machine_description, package_versions
+        from tempnlp.provenance import machine_description, package_versions
 
         name = "retrieval.json" if grid["metric"] == "retrieval" else "sts.json"
         after = {grid["metric"]: json.loads((cell.run_dir / name).read_text())}

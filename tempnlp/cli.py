@@ -87,7 +87,8 @@ def _eval_mteb(args: argparse.Namespace) -> int:
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:
-    from tempnlp.evaluation.retrieval import evaluate_retrieval, load_beir
+    from tempnlp.data.beir import load_beir
+    from tempnlp.evaluation.retrieval import evaluate_retrieval
     from tempnlp.models import load_model
 
     load_beir(args.data, args.split)  # a broken folder fails before the model loads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,31 @@ def test_missing_dataset_names_the_path(tmp_path, monkeypatch):
     monkeypatch.delenv("TEMPNLP_MIRROR")
     with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR is not set"):
         resolve_dataset_dir("org/data")
+
+
+def test_the_data_layer_does_not_import_evaluation(tmp_path):
+    """tempnlp.data sits below tempnlp.evaluation: importing it, reading a BEIR folder into training pairs and
+    fingerprinting a model for the hard-negative cache never load an evaluation module."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "a document"}) + "\n")
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
+    code = f"""
+import sys
+from pathlib import Path
+import tempnlp.data, tempnlp.data.beir
+from tempnlp.data.sources import _model_fingerprint, beir_pairs
+pairs, documents = beir_pairs(Path({str(beir)!r}), "test")
+assert pairs["anchor"] == ["a query"] and documents == ["T a document"], (pairs[:], documents)
+assert _model_fingerprint({str(tmp_path / "model")!r}) is not None
+print(sorted(name for name in sys.modules if name.startswith("tempnlp.evaluation")))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
@@ -124,7 +151,7 @@ def test_hard_negatives_of_a_hub_model_are_cached_by_its_snapshot_weights(
     from test_evaluation import _beir_folder
 
     from tempnlp.data.sources import _model_fingerprint, build_train_dataset, locate
-    from tempnlp.evaluation.mteb_runner import content_revision
+    from tempnlp.provenance import content_revision
     from tempnlp.train.recipe import DataSpec, HardNegativeSpec
 
     hub_cache = tmp_path / "hub"

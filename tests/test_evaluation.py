@@ -13,8 +13,9 @@ import torch
 from scipy.stats import spearmanr
 
 from tempnlp.cli import main
+from tempnlp.data.beir import load_beir
 from tempnlp.evaluation.diagnostics import diagnose, load_temperatures
-from tempnlp.evaluation.retrieval import evaluate_retrieval, load_beir
+from tempnlp.evaluation.retrieval import evaluate_retrieval
 from tempnlp.evaluation.sts import STS_TASKS, evaluate_sts, resolve_tasks
 
 WORDS = [

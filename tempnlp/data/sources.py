@@ -161,7 +161,7 @@ def _first(items: Iterable, limit: int | None) -> list:
 
 def beir_pairs(folder: Path, split: str, limit: int | None = None) -> tuple[Dataset, list[str]]:
     """(query, relevant document) pairs of a BEIR split and the corpus texts, documents as mteb embeds them."""
-    from tempnlp.evaluation.retrieval import document_text, load_beir
+    from tempnlp.data.beir import document_text, load_beir
 
     corpus, queries, qrels = load_beir(folder, split)
     pairs = [
@@ -219,7 +219,7 @@ def build_train_dataset(
 def _model_fingerprint(model_path: str | Path | None) -> str | None:
     """A hash of the model's weights: from its folder, or from the Hugging Face cache's snapshot of a Hub model
     (loaded just before, so it is there); None when neither has weights (then nothing is cached)."""
-    from tempnlp.evaluation.mteb_runner import content_revision
+    from tempnlp.provenance import content_revision
 
     if model_path is None:
         return None

@@ -11,7 +11,6 @@ downloads from the Hub as usual.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer
 
 from tempnlp._io import write_json_atomic
+from tempnlp.data.beir import load_beir
 from tempnlp.data.hub import mirror_root, read_jsonl
-from tempnlp.evaluation.retrieval import load_beir
+from tempnlp.provenance import content_revision
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +113,6 @@ def training_losses(model_path: Path | None) -> list[dict[str, Any]]:
                     entry["parameters"] = "\n".join(lines[number + 2 : end]).strip()
             losses.append(entry)
     return losses
-
-
-def content_revision(model_path: Path) -> str:
-    """A revision for a local model without one: the first 12 hex digits of the SHA-256 of its weights."""
-    digest = hashlib.sha256()
-    weights = sorted(model_path.rglob("*.safetensors")) or sorted(model_path.rglob("*.bin"))
-    if not weights:
-        raise FileNotFoundError(f"No weights (*.safetensors or *.bin) under {model_path} to derive a revision from.")
-    for path in weights:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 def build_model_meta(

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
 from tempnlp.evaluation.sts import stsb_evaluator
-from tempnlp.state import add_index_column
+from tempnlp.provenance import machine_description, package_versions  # also imported from here by eval/bench_loss.py
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.logs import (
     StepTimer,
@@ -48,7 +46,7 @@ from tempnlp.train.logs import (
     write_history,
 )
 from tempnlp.train.recipe import Recipe, RecipeError, check_loss, loss_arguments, loss_classes
-from tempnlp.train.state import has_loss_state, track_loss_state
+from tempnlp.train.state import add_index_column, has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "results.json"
@@ -218,31 +216,6 @@ def score_table(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
         change = f"{value - first_value:+7.2f}" if first_value is not None else " " * 7
         lines.append(f"| {task:<14} | {left} | {value:7.2f} | {change} |")
     return "\n".join(lines)
-
-
-def package_versions() -> dict[str, str]:
-    packages = ["tempnlp", "torch", "transformers", "sentence-transformers", "datasets", "mteb"]
-    found = {"python": platform.python_version()}
-    for package in packages:
-        try:
-            found[package] = version(package)
-        except Exception:
-            found[package] = "not installed"
-    return found
-
-
-def machine_description() -> str:
-    """What the timings ran on: the CPU model (or GPU), architecture and torch's thread count."""
-    processor = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        models = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        processor = models[0] if models else processor
-    if torch.cuda.is_available():
-        processor = f"{torch.cuda.get_device_name()} (GPU), {processor}"
-    return f"{processor}, {platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def _peak_memory_mib() -> dict[str, float]:

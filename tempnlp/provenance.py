@@ -1,0 +1,55 @@
+"""What a result was produced with: package versions, the machine, and a revision for a local model's weights.
+
+Training (``results.json``), the grid runner and the benchmarks under ``eval/`` record these, and the data layer
+keys its hard-negative cache by :func:`content_revision`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+__all__ = ["content_revision", "machine_description", "package_versions"]
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of Python and of the packages a result depends on ("not installed" for a missing one)."""
+    packages = ["tempnlp", "torch", "transformers", "sentence-transformers", "datasets", "mteb"]
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except Exception:
+            found[package] = "not installed"
+    return found
+
+
+def machine_description() -> str:
+    """What the timings ran on: the CPU model (or GPU), architecture and torch's thread count."""
+    processor = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        processor = models[0] if models else processor
+    if torch.cuda.is_available():
+        processor = f"{torch.cuda.get_device_name()} (GPU), {processor}"
+    return f"{processor}, {platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def content_revision(model_path: Path) -> str:
+    """A revision for a local model without one: the first 12 hex digits of the SHA-256 of its weights."""
+    digest = hashlib.sha256()
+    weights = sorted(model_path.rglob("*.safetensors")) or sorted(model_path.rglob("*.bin"))
+    if not weights:
+        raise FileNotFoundError(f"No weights (*.safetensors or *.bin) under {model_path} to derive a revision from.")
+    for path in weights:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]

@@ -167,7 +167,9 @@ def test_hard_negatives_of_a_hub_model_are_cached_by_its_snapshot_weights(
 
     folder = _beir_folder(tmp_path / "beir", queries=20, documents=60)
     shutil.copy(folder / "qrels" / "test.tsv", folder / "qrels" / "train.tsv")
-    spec = DataSpec(str(folder), "beir", hard_negatives=HardNegativeSpec(range_min=0, relative_margin=None))
+    spec = DataSpec(
+        dataset=str(folder), format="beir", hard_negatives=HardNegativeSpec(range_min=0, relative_margin=None)
+    )
     located = locate(spec.dataset, spec.format, spec.split)
 
     def build(model_id: str) -> tuple[list[str], list[str]]:

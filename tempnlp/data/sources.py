@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -243,7 +243,7 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
 
     folder = beir_folder(located)
     pairs, documents = beir_pairs(folder, spec.split, spec.limit)
-    settings = asdict(spec.hard_negatives)
+    settings = spec.hard_negatives.model_dump()
     fingerprint = _model_fingerprint(model_path)
     cache = None
     if fingerprint is not None:

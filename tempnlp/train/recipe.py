@@ -17,20 +17,20 @@ types, a negative temperature or an impossible column layout stop the run before
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
 import difflib
 import enum
+import functools
 import inspect
 import re
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 
 class RecipeError(ValueError):
@@ -60,11 +60,14 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Schema
+# Schema: pydantic models, strict (no "yes" read as true, no 3.5 as an int) and closed (unknown keys are errors).
 
 
-@dataclass
-class ModelSpec:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ModelSpec(_Section):
     #: Hub id (resolved through TEMPNLP_MIRROR when set) or a local model folder
     name: str
     #: token length while training (SimCSE: 32); evaluation and the saved model keep the model's own length
@@ -72,8 +75,7 @@ class ModelSpec:
     trust_remote_code: bool = False
 
 
-@dataclass
-class HardNegativeSpec:
+class HardNegativeSpec(_Section):
     """Arguments of sentence-transformers' ``mine_hard_negatives`` (the base model mines before training)."""
 
     num_negatives: int = 1
@@ -87,8 +89,7 @@ class HardNegativeSpec:
 DATA_FORMATS = ("nli-triplets", "sentences", "beir", "columns")
 
 
-@dataclass
-class DataSpec:
+class DataSpec(_Section):
     #: Hub id of the training data (``stanfordnlp/snli``, ``mteb/scifact``, ...)
     dataset: str
     #: nli-triplets: (premise, entailment, contradiction) from NLI rows; sentences: one sentence a line, each its
@@ -107,7 +108,8 @@ class DataSpec:
     #: beir: hard-negative mining settings
     hard_negatives: HardNegativeSpec | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSpec:
         if self.limit is not None and self.limit < 1:
             raise RecipeError(f"data.limit must be a positive number of examples or null, got {self.limit}.")
         if self.format == "sentences" and not self.file:
@@ -122,6 +124,7 @@ class DataSpec:
                 )
         if self.format == "beir" and self.hard_negatives is None:
             self.hard_negatives = HardNegativeSpec()
+        return self
 
     @property
     def text_columns(self) -> int:
@@ -135,55 +138,52 @@ class DataSpec:
         return len(self.columns or [])
 
 
-@dataclass
-class STSSpec:
+class STSSpec(_Section):
     protocol: Literal["mteb", "senteval"] = "mteb"
     #: STS task names (null: all seven: STS12-16, STSBenchmark, SICK-R)
     tasks: list[str] | None = None
     batch_size: int = 64
 
 
-@dataclass
-class RetrievalSpec:
+class RetrievalSpec(_Section):
     #: Hub id of a BEIR-layout dataset (``mteb/scifact``)
     dataset: str
     split: str = "test"
     batch_size: int = 64
 
 
-@dataclass
-class EvaluationSpec:
+class EvaluationSpec(_Section):
     #: follow STS-B validation Spearman during training (at the trainer's eval_steps)
     stsb_validation: bool = True
     #: also score the model before training, for the before/after table
     before: bool = True
-    sts: STSSpec | None = field(default_factory=STSSpec)
+    sts: STSSpec | None = Field(default_factory=STSSpec)
     retrieval: RetrievalSpec | None = None
 
 
-@dataclass
-class LossSpec:
-    """``name``, ``temperature`` and any other keyword of the loss's constructor (``symmetric``, ``rho``, ...)."""
+class LossSpec(_Section):
+    """``name``, ``temperature`` and any other keyword of the loss's constructor (``symmetric``, ``rho``, ...).
+
+    The loss's own keywords are checked against its constructor's signature (:func:`check_loss`), not here."""
 
     name: str
     temperature: Any = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class Recipe:
+class Recipe(_Section):
     model: ModelSpec
     data: DataSpec
     loss: LossSpec
-    training: dict[str, Any] = field(default_factory=dict)
-    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seed: int = 42
     #: auto: bf16 on a GPU that supports it, else fp16 on a GPU, else fp32
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        raw = dataclasses.asdict(self)
+        raw = self.model_dump()
         loss = raw.pop("loss")
         raw["loss"] = {
             "name": loss["name"],
@@ -198,7 +198,7 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Generic checks
+# Errors in the recipe's words
 
 
 def closest(key: str, valid: typing.Iterable[str]) -> str:
@@ -231,74 +231,85 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def matches(value: Any, annotation: Any) -> bool:
-    """Whether a YAML value fits a type annotation (unknown or complex annotations accept anything)."""
-    origin = get_origin(annotation)
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return True
-    if origin in (Union, types.UnionType):
-        return any(matches(value, a) for a in get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin is Literal:
-        return value in get_args(annotation)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, collections.abc.Sequence):
-        args = [a for a in get_args(annotation) if a is not Ellipsis]
-        return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    if origin is collections.abc.Callable or annotation is collections.abc.Callable:
-        return False  # a function cannot be written in YAML
+def _section(annotation: Any) -> type[BaseModel] | None:
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _schema_error(error: ValidationError, model: type[BaseModel], raw: Any) -> RecipeError:
+    """The first problem pydantic found, said as the recipe's key path, what it must be and what it got.
+
+    Unknown keys come first (a typo is the likeliest cause of everything else); a check of the recipe's own (a
+    ``RecipeError`` raised by a validator) keeps its words."""
+    problems = sorted(error.errors(), key=lambda problem: problem["type"] != "extra_forbidden")
+    problem = problems[0]
+    loc = list(problem["loc"])
+    # walk the models along the location: the last field reached names the key, and its annotation the type
+    section, path, annotation, value = model, [], None, raw
+    for part in loc:
+        if section is None or not isinstance(part, str) or part not in section.model_fields:
+            break
+        annotation = section.model_fields[part].annotation
+        path.append(part)
+        value = value.get(part) if isinstance(value, dict) else None
+        section = _section(annotation)
+    where = ".".join(path)
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        valid = list(section.model_fields) if section is not None else []
+        return _unknown(where, str(loc[len(path)]), valid)
+    if kind == "missing":
+        return RecipeError(f"{where} is missing: the recipe must set it.")
+    if kind == "value_error" and isinstance(problem.get("ctx", {}).get("error"), RecipeError):
+        return problem["ctx"]["error"]
+    if kind in ("model_type", "model_attributes_type", "dict_type") and len(path) == len(loc):
+        return RecipeError(
+            f"{where or 'The recipe'} must be a mapping of keys to values, got {type(value).__name__} ({value!r})."
+        )
+    if annotation is None:
+        return RecipeError(f"{where or 'The recipe'}: {problem['msg']}.")
+    return RecipeError(f"{where} must be {_type_name(annotation)}, got {type(value).__name__} ({value!r}).")
+
+
+def _adapter(annotation: Any) -> TypeAdapter | None:
+    """A strict validator for a constructor's type hint; None where pydantic cannot express the type."""
+    try:
+        return _cached_adapter(annotation)
+    except TypeError:  # an unhashable hint
+        return _new_adapter(annotation)
+
+
+def _new_adapter(annotation: Any) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(annotation, config=ConfigDict(strict=True, arbitrary_types_allowed=True))
+    except Exception:  # a hint pydantic has no schema for: its constructor checks the value
+        return None
+
+
+_cached_adapter = functools.cache(_new_adapter)
+
+
+def _enum_values(annotation: Any) -> set[Any]:
+    """Values a YAML file may give for the enums in a hint (TrainingArguments takes ``"steps"`` for an enum)."""
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return isinstance(value, annotation) or value in {member.value for member in annotation}
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
+        return {member.value for member in annotation}
+    return {value for argument in get_args(annotation) for value in _enum_values(argument)}
 
 
 def check_value(where: str, value: Any, annotation: Any) -> None:
-    if not matches(value, annotation):
-        raise RecipeError(f"{where} must be {_type_name(annotation)}, got {type(value).__name__} ({value!r}).")
-
-
-def _dataclass_of(annotation: Any) -> type | None:
-    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
-    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise RecipeError(
-            f"{where or 'The recipe'} must be a mapping of keys to values, got {type(data).__name__} ({data!r})."
-        )
-    hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            raise _unknown(where, str(key), names)
-    kwargs = {}
-    for f in fields(cls):
-        full = _join(where, f.name)
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecipeError(f"{full} is missing: the recipe must set it.")
-            continue
-        value, hint = data[f.name], hints[f.name]
-        nested = _dataclass_of(hint)
-        if nested is not None and value is not None:
-            value = _build(nested, value, full)
-        else:
-            check_value(full, value, hint)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    """Check a value from YAML against a constructor's type hint (strictly: ``"yes"`` is no bool)."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return
+    adapter = _adapter(annotation)
+    if adapter is None:
+        return
+    try:
+        adapter.validate_python(value)
+        return
+    except ValidationError:
+        if isinstance(value, (str, int, float)) and value in _enum_values(annotation):
+            return
+    raise RecipeError(f"{where} must be {_type_name(annotation)}, got {type(value).__name__} ({value!r}).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -430,7 +441,10 @@ def check_loss(spec: LossSpec, data: DataSpec, batch_size: int | None = None) ->
         try:
             loss.check_batch_shape(batch_size, data.text_columns - 1)
         except ValueError as error:
-            key = "loss.rho" if "rho" in spec.params else "loss.temperature.rho" if "rho (" in str(error) else "loss"
+            if "rho (" not in str(error):
+                key = "loss"
+            else:  # the loss's own rho (ISogCLRLoss, TempNetLoss), or its policy's
+                key = "loss.rho" if "rho" in _signature(cls.__init__)[0] else "loss.temperature.rho"
             raise RecipeError(f"{key}: at training.per_device_train_batch_size {batch_size}, {error}") from None
     return loss
 
@@ -553,7 +567,10 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
             }
             if raw["loss"]["name"] is None:
                 raise RecipeError("loss.name is missing: name a loss (see `tempnlp losses`).")
-        recipe = _build(Recipe, raw, "")
+        try:
+            recipe = Recipe.model_validate(raw)
+        except ValidationError as error:
+            raise _schema_error(error, Recipe, raw) from None
         check_training(recipe.training)
         check_loss(recipe.loss, recipe.data, _batch_size(recipe.training))
         if recipe.evaluation.sts is not None:

@@ -53,9 +53,12 @@ class SogCLR(ContrastiveObjective):
         num_samples: size of the training set (indices must lie in ``[0, num_samples)``).
         temperature: a number (fixed tau; 0.1 in the SogCLR paper) or any policy.
         gamma: moving-average weight of the new partition estimate (0.9).
-        symmetric: add the document-to-anchor direction, with its own moving averages.
+        symmetric: add the document-to-anchor direction, with its own moving averages (the bimodal form).
         same_view_negatives: also contrast each row with the other rows of its own side (the paper's unimodal
             two-view form: 2B - 2 negatives).
+        share_directions: one moving average per sample for both directions (the unimodal form, where anchor and
+            positive are two views of one sample): each direction moves the stored ``s`` from the same previous
+            value, and the sample keeps the mean of the two, as LibAUC's ``GCLoss_v1`` does. Needs ``symmetric``.
         check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
         gather_across_devices: in multi-process training, evaluate and update the state of the global batch.
     """
@@ -72,7 +75,10 @@ class SogCLR(ContrastiveObjective):
         same_view_negatives: bool = False,
         check_finite: bool = True,
         gather_across_devices: bool = False,
+        share_directions: bool = False,
     ) -> None:
+        if share_directions and not symmetric:
+            raise ValueError("share_directions=True shares the state of two directions: it needs symmetric=True.")
         super().__init__(
             temperature,
             symmetric=symmetric,
@@ -90,7 +96,10 @@ class SogCLR(ContrastiveObjective):
         if not 0.0 < float(gamma) <= 1.0:
             raise ValueError(f"gamma is a moving-average weight in (0, 1], got {gamma!r}.")
         self.gamma = float(gamma)
-        self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(self.directions))
+        self.share_directions = bool(share_directions)
+        count = 1 if self.share_directions else self.directions
+        self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(count))
+        self._shared_step: tuple[Tensor, Tensor, Tensor] | None = None  # (previous log s, seen, this direction's)
 
     @property
     def needs_indices(self) -> bool:
@@ -111,19 +120,8 @@ class SogCLR(ContrastiveObjective):
         with torch.no_grad():
             scaled = (h.detach() / tau_entries.detach()).masked_fill(~in_partition, float("-inf"))
             log_g = torch.logsumexp(scaled, dim=1) - math.log(count)  # log of (1/n_i) sum_j exp(h_ij / tau)
-            if indices is None:  # evaluation: stateless
-                log_s = log_g
-            else:
-                state = self.estimates[direction.index]
-                previous = state.log_s[indices].to(h.dtype)
-                moving = (
-                    torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
-                    if self.gamma < 1
-                    else log_g
-                )
-                log_s = torch.where(state.seen[indices], moving, log_g)
-                state.log_s[indices] = log_s.to(state.log_s.dtype)
-                state.seen[indices] = True
+            # evaluation (no indices) is stateless
+            log_s = log_g if indices is None else self._moving_average(direction.index, indices, log_g)
             weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the partition
         losses = (weights * h).sum(dim=1) / count
         if tau.requires_grad:
@@ -137,13 +135,40 @@ class SogCLR(ContrastiveObjective):
             losses = losses + (tau - tau.detach()) * tau_gradient
         return losses, self.statistics(direction, tau, batch, in_partition=in_partition, log_partition=log_s)
 
+    def _moving_average(self, direction: int, indices: Tensor, log_g: Tensor) -> Tensor:
+        """``log s`` of the rows after this step, written to the state (with shared directions, after the second)."""
+        state = self.estimates[0 if self.share_directions else direction]
+        if self.share_directions and direction == 1 and self._shared_step is not None:
+            previous, seen, first = self._shared_step  # both directions start from the same stored value
+        else:
+            previous, seen = state.log_s[indices].to(log_g.dtype), state.seen[indices]
+        moving = (
+            torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
+            if self.gamma < 1
+            else log_g
+        )
+        log_s = torch.where(seen, moving, log_g)
+        if self.share_directions and direction == 0:
+            self._shared_step = (previous, seen, log_s)
+            return log_s
+        if self.share_directions:
+            log_s_stored = torch.logaddexp(first, log_s) - math.log(2.0)  # the mean of the two directions' s
+            self._shared_step = None
+        else:
+            log_s_stored = log_s
+        state.log_s[indices] = log_s_stored.to(state.log_s.dtype)
+        state.seen[indices] = True
+        return log_s
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         _upgrade_legacy_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"num_samples={self.num_samples}, gamma={self.gamma}, symmetric={self.symmetric}" + (
-            ", same_view_negatives=True" if self.same_view_negatives else ""
+        return (
+            f"num_samples={self.num_samples}, gamma={self.gamma}, symmetric={self.symmetric}"
+            + (", same_view_negatives=True" if self.same_view_negatives else "")
+            + (", share_directions=True" if self.share_directions else "")
         )
 
 

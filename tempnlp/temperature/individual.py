@@ -40,7 +40,9 @@ class IndividualTemperature(RobustTemperature):
     Samples whose partition looks alike (frequent semantics) end with a larger tau, rare ones a smaller one. The
     objective uses the temperature as a constant; only this update moves it. On SogCLR it is the paper's iSogCLR;
     on InfoNCE or DCL the partition estimate ``s_i`` is the batch's own. A symmetric objective gives each
-    direction its own temperatures (the bimodal form). Outside training (no gradient) every row uses ``tau_init``.
+    direction its own temperatures (the bimodal form), or, with ``share_directions=True``, both directions one
+    tau_i moved by the mean of their two gradients (the unimodal form, as LibAUC's ``GCLoss_v1``). Outside training
+    (no gradient) every row uses ``tau_init``.
 
     A tau_i is read the next time its sample comes back: with one pass over the data it never acts.
 
@@ -56,6 +58,7 @@ class IndividualTemperature(RobustTemperature):
         eta: temperature step size.
         beta: moving-average weight of the temperature gradient.
         grad_clip: clip of G_i; None disables it.
+        share_directions: one tau_i for both directions of a symmetric objective (the unimodal form).
 
     Reference: Qiu, Hu, Yuan, Zhou, Zhang and Yang 2023, "Not All Semantics are Created Equal: Contrastive
     Self-supervised Learning with Automatic Temperature Individualization", ICML, arXiv 2305.11965.
@@ -98,8 +101,12 @@ class IndividualTemperature(RobustTemperature):
         eta: float = 0.01,
         beta: float = 0.8,
         grad_clip: float | None = 5.0,
+        share_directions: bool = False,
     ) -> None:
         super().__init__(tau_init, tau_min, tau_max, rho, grad_clip)
+        self.share_directions = bool(share_directions)
+        self._directions = 1
+        self._pending: Tensor | None = None  # the first direction's gradient, with shared directions
         self.num_samples = check_num_samples(num_samples)
         self.eta = positive_float("eta", eta)
         if not 0.0 < float(beta) <= 1.0:
@@ -108,11 +115,12 @@ class IndividualTemperature(RobustTemperature):
         self.states = nn.ModuleList([SampleTemperatures(num_samples, self.tau_init)])
 
     def attach(self, directions: int) -> None:
-        while len(self.states) < directions:
+        self._directions = directions
+        while len(self.states) < (1 if self.share_directions else directions):
             self.states.append(SampleTemperatures(self.num_samples, self.tau_init).to(self.states[0].tau.device))
 
     def state(self, direction: int = 0) -> SampleTemperatures:
-        return self.states[direction]
+        return self.states[0 if self.share_directions else direction]
 
     @property
     def tau(self) -> Tensor:
@@ -133,18 +141,28 @@ class IndividualTemperature(RobustTemperature):
             return row_losses
         state = self.state(statistics.direction)
         state.seen[indices] = True
-        if self.steps(statistics):
-            gradient = self.clipped_gradient(statistics)
-            with torch.no_grad():
-                tau = statistics.tau
-                u = (1.0 - self.beta) * state.u[indices].to(tau.dtype) + self.beta * gradient
-                state.u[indices] = u.to(state.u.dtype)
-                state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)
+        if not self.steps(statistics):
+            self._pending = None
+            return row_losses
+        with torch.no_grad():
+            gradient = statistics.robust_gradient(self.rho)
+            if self.share_directions and self._directions == 2:
+                if statistics.direction == 0:  # tau moves once, after the second direction has read it too
+                    self._pending = gradient
+                    return row_losses
+                gradient = gradient if self._pending is None else 0.5 * (self._pending + gradient)
+                self._pending = None
+            if self.grad_clip is not None:
+                gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
+            tau = statistics.tau
+            u = (1.0 - self.beta) * state.u[indices].to(tau.dtype) + self.beta * gradient
+            state.u[indices] = u.to(state.u.dtype)
+            state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)
         return row_losses
 
     def sample_temperatures(self, direction: int = 0) -> Tensor | None:
         """The temperatures of the samples seen so far in one direction (for histograms)."""
-        if direction >= len(self.states):
+        if direction >= (1 if self.share_directions else len(self.states)):
             return None
         state = self.states[direction]
         return state.tau[state.seen]
@@ -159,6 +177,7 @@ class IndividualTemperature(RobustTemperature):
             "eta": self.eta,
             "beta": self.beta,
             "grad_clip": self.grad_clip,
+            **({"share_directions": True} if self.share_directions else {}),
         }
 
 

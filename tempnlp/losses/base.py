@@ -67,18 +67,27 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
     def has_state(self) -> bool:
         """Anything a resumed run needs back that sentence-transformers does not save with the model: per-sample
         buffers, a momentum queue, or trainable parameters of the loss's own (a learnable tau, TempNet)."""
-        return self.needs_dataset_indices or self.queue is not None or bool(self.own_parameters())
+        return (
+            self.needs_dataset_indices
+            or self.queue is not None
+            or bool(self.own_parameters())
+            or self._policy_has_buffers()
+        )
 
     @property
     def needs_global_batch(self) -> bool:
         """Under several processes, whether every rank must see the global batch (``gather_across_devices``):
         per-sample state and the loss's own parameters would otherwise part ways across ranks."""
-        return self.needs_dataset_indices or bool(self.own_parameters())
+        return self.needs_dataset_indices or bool(self.own_parameters()) or self._policy_has_buffers()
 
     @property
     def acts_on_revisit(self) -> bool:
         """The temperature of a sample acts only when that sample comes back (warn for one-epoch runs)."""
         return self.temperature.acts_on_revisit
+
+    def _policy_has_buffers(self) -> bool:
+        """A policy that learns a value of its own in buffers (a global DRO tau, a schedule's position)."""
+        return any(True for _ in self.temperature.buffers())
 
     def own_parameters(self) -> list[nn.Parameter]:
         model_parameters = {id(p) for p in self.model.parameters()}

@@ -7,6 +7,7 @@ and may observe the objective's row statistics after the loss (see :mod:`tempnlp
 from tempnlp.temperature.base import RowStatistics, TemperaturePolicy, temperature_stats
 from tempnlp.temperature.dystress import DySTreSSTemperature
 from tempnlp.temperature.fixed import FixedTemperature
+from tempnlp.temperature.global_dro import GlobalDROTemperature
 from tempnlp.temperature.individual import IndividualTemperature
 from tempnlp.temperature.learnable import LearnableTemperature
 from tempnlp.temperature.macl import MACLTemperature
@@ -16,6 +17,7 @@ __all__ = [
     "POLICIES",
     "DySTreSSTemperature",
     "FixedTemperature",
+    "GlobalDROTemperature",
     "IndividualTemperature",
     "LearnableTemperature",
     "MACLTemperature",
@@ -36,6 +38,7 @@ POLICIES: dict[str, type[TemperaturePolicy]] = {
         DySTreSSTemperature,
         IndividualTemperature,
         TempNetTemperature,
+        GlobalDROTemperature,
     )
 }
 

@@ -1,0 +1,78 @@
+"""GlobalDROTemperature (RGCL-g) against a naive float64 reference: one tau for every row, moved once a step by the
+mean of the rows' clipped robust gradients over both directions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tempnlp.objectives import DCL, InfoNCE
+from tempnlp.temperature import GlobalDROTemperature
+
+BATCH, DIM = 6, 8
+TAU_INIT, TAU_MIN, TAU_MAX, RHO, ETA, BETA, CLIP = 0.05, 0.01, 0.5, 0.3, 0.05, 0.8, 1.0
+
+
+def _reference_step(anchors, positives, tau, u, *, positive_in_partition, symmetric):
+    """Loss (differentiable in the embeddings, tau a constant) and the next (tau, u), from the formulas."""
+    a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+    directions = [(a, p)] + ([(p, a)] if symmetric else [])
+    losses, gradients = [], []
+    for queries, candidates in directions:
+        rows = []
+        for i in range(BATCH):
+            sims = [queries[i] @ candidates[j] for j in range(BATCH)]
+            partition = [j for j in range(BATCH) if positive_in_partition or j != i]
+            logits = torch.stack([sims[j] / tau for j in partition])
+            rows.append(torch.logsumexp(logits, 0) - sims[i] / tau)
+            gaps = [(sims[j] - sims[i]).item() for j in partition]
+            s = sum(math.exp(h / tau) for h in gaps) / len(gaps)
+            weighted = sum(math.exp(h / tau) / s * h / tau for h in gaps) / len(gaps)
+            gradients.append(max(-CLIP, min(CLIP, math.log(s) + RHO - weighted)))
+        losses.append(torch.stack(rows))
+    loss = (losses[0] if len(losses) == 1 else 0.5 * (losses[0] + losses[1])).mean()
+    per_direction = [sum(gradients[k * BATCH : (k + 1) * BATCH]) / BATCH for k in range(len(directions))]
+    mean = sum(per_direction) / len(per_direction)
+    u = (1 - BETA) * u + BETA * mean
+    return loss, min(TAU_MAX, max(TAU_MIN, tau - ETA * u)), u
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("objective_cls", [InfoNCE, DCL])
+def test_global_dro_tau_follows_the_mean_robust_gradient(objective_cls, symmetric):
+    policy = GlobalDROTemperature(TAU_INIT, TAU_MIN, TAU_MAX, RHO, ETA, BETA, CLIP)
+    objective = objective_cls(policy, symmetric=symmetric).double()
+    tau, u = float(torch.tensor(TAU_INIT, dtype=torch.float32)), 0.0
+    generator = torch.Generator().manual_seed(0)
+    taus = []
+    for step in range(6):
+        anchors = torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
+        positives = anchors + 0.4 * torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
+        ours = [anchors.clone().requires_grad_(), positives.clone().requires_grad_()]
+        theirs = [anchors.clone().requires_grad_(), positives.clone().requires_grad_()]
+        loss = objective(ours[0], [ours[1]])
+        loss.backward()
+        expected, tau, u = _reference_step(
+            *theirs, tau, u, positive_in_partition=objective_cls is InfoNCE, symmetric=symmetric
+        )
+        expected.backward()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-10), f"step {step}"
+        for mine, reference in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-9, atol=1e-12)
+        assert policy.tau.item() == pytest.approx(tau, rel=1e-9) and policy.u.item() == pytest.approx(u, rel=1e-9)
+        taus.append(tau)
+    assert len(set(taus)) == len(taus)  # it moved every step
+    with torch.no_grad():  # evaluation uses the learned value and moves nothing
+        objective(anchors, [positives])
+    assert policy.tau.item() == pytest.approx(tau, rel=1e-12)
+
+
+def test_global_dro_state_is_checkpointed_and_refused_without_gathering_under_ddp(tiny_model):
+    from tempnlp.losses import InfoNCELoss
+
+    loss = InfoNCELoss(tiny_model, temperature=GlobalDROTemperature())
+    assert loss.has_state and loss.needs_global_batch and not loss.needs_dataset_indices
+    assert {"objective.temperature.tau", "objective.temperature.u"} <= set(loss.state_dict())

@@ -117,6 +117,12 @@ def test_a_column_layout_the_loss_cannot_take_fails_before_training():
     reweighted_dcl = _minimal(loss={"name": "DCLLoss", "temperature": {"policy": "macl", "reweight": True}})
     assert "weights each row by 1 / (1 - P)" in _error(reweighted_dcl) and "Use InfoNCE" in _error(reweighted_dcl)
     validate(_minimal(loss={"name": "TempNetLoss", "symmetric": True}))  # one network serves both directions
+    # the schedules and the global DRO tau by their recipe keys
+    for policy in ({"policy": "cosine", "tau_min": 0.03, "tau_max": 0.1, "period_epochs": 1.0}, "cooldown",
+                   {"policy": "global-dro", "tau_init": 0.05, "tau_min": 0.01}):  # fmt: skip
+        validate(_minimal(loss={"name": "InfoNCELoss", "temperature": policy}))
+    both = {"policy": "cosine", "period_steps": 10, "period_epochs": 1.0}
+    assert "or in epochs (period_epochs), one" in _error(_minimal(loss={"name": "InfoNCELoss", "temperature": both}))
 
 
 def test_yaml_reads_exponent_floats_and_set_values_as_yaml_scalars(tmp_path):

@@ -120,9 +120,17 @@ def _tempnet_on_sogclr_with_queue(model, num_samples):
     return SogCLRLoss(model, num_samples, temperature=policy, queue_size=8)
 
 
+def _cosine_schedule_on_infonce(model, num_samples):
+    from tempnlp.losses import InfoNCELoss
+    from tempnlp.temperature import CosineScheduleTemperature
+
+    return InfoNCELoss(model, CosineScheduleTemperature(0.03, 0.1, period_steps=6))
+
+
 @pytest.mark.parametrize(
-    "make_loss", [None, _individual_on_infonce, _tempnet_on_sogclr_with_queue], ids=["isogclr", "infonce-individual",
-                                                                                   "sogclr-tempnet-queue"]
+    "make_loss",
+    [None, _individual_on_infonce, _tempnet_on_sogclr_with_queue, _cosine_schedule_on_infonce],
+    ids=["isogclr", "infonce-individual", "sogclr-tempnet-queue", "infonce-cosine-schedule"],
 )  # fmt: skip
 def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_path, make_loss):
     from sentence_transformers import SentenceTransformer
@@ -147,7 +155,7 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tiny_model_path, tmp_p
     assert sorted(resumed_losses) == list(range(1, 9))
     assert resumed_losses == full_losses
     own_state = {k: v for k, v in full_loss.state_dict().items() if not k.startswith("model.")}
-    assert any("tau" in name for name in own_state)
+    assert any(name.startswith("objective.temperature.") for name in own_state)  # the policy's state is compared
     for name, buffer in own_state.items():
         assert torch.equal(buffer, resumed_loss.state_dict()[name]), name
     for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items(), strict=True):

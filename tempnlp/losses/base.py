@@ -89,6 +89,11 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
         """A policy that learns a value of its own in buffers (a global DRO tau, a schedule's position)."""
         return any(True for _ in self.temperature.buffers())
 
+    @property
+    def needs_progress(self) -> bool:
+        """The temperature follows the training step (a schedule): see :func:`tempnlp.train.follow_progress`."""
+        return any(getattr(module, "needs_progress", False) for module in self.temperature.modules())
+
     def own_parameters(self) -> list[nn.Parameter]:
         model_parameters = {id(p) for p in self.model.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in model_parameters]

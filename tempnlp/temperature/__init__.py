@@ -5,6 +5,8 @@ and may observe the objective's row statistics after the loss (see :mod:`tempnlp
 """
 
 from tempnlp.temperature.base import RowStatistics, TemperaturePolicy, temperature_stats
+from tempnlp.temperature.cooldown import CooldownTemperature
+from tempnlp.temperature.cosine_schedule import CosineScheduleTemperature
 from tempnlp.temperature.dystress import DySTreSSTemperature
 from tempnlp.temperature.fixed import FixedTemperature
 from tempnlp.temperature.global_dro import GlobalDROTemperature
@@ -15,6 +17,8 @@ from tempnlp.temperature.tempnet import TempNetTemperature
 
 __all__ = [
     "POLICIES",
+    "CooldownTemperature",
+    "CosineScheduleTemperature",
     "DySTreSSTemperature",
     "FixedTemperature",
     "GlobalDROTemperature",
@@ -39,6 +43,8 @@ POLICIES: dict[str, type[TemperaturePolicy]] = {
         IndividualTemperature,
         TempNetTemperature,
         GlobalDROTemperature,
+        CosineScheduleTemperature,
+        CooldownTemperature,
     )
 }
 

@@ -116,7 +116,8 @@ class TemperaturePolicy(nn.Module):
     Declarations (class attributes, read by ``tempnlp losses``, recipes, the README table and the model card):
     ``name`` (the recipe key), ``summary``, ``paper``, ``citation``. Capabilities, read by the objectives and
     ``tempnlp train``: ``needs_indices`` (reads the dataset index of each row), ``acts_on_revisit`` (a sample's
-    temperature is only used when that sample comes back), ``requires`` (what the objective must offer).
+    temperature is only used when that sample comes back), ``needs_progress`` (follows the training step),
+    ``requires`` (what the objective must offer).
     """
 
     granularity: ClassVar[Granularity] = "batch"
@@ -128,6 +129,8 @@ class TemperaturePolicy(nn.Module):
     citation: ClassVar[str] = ""
     needs_indices: ClassVar[bool] = False
     acts_on_revisit: ClassVar[bool] = False
+    #: follows the training position (schedules): a trainer callback or ``set_progress`` tells it where it is
+    needs_progress: ClassVar[bool] = False
     #: run-time facts a recipe fills in (``num_samples``: the training set size; ``embedding_dim``)
     run_arguments: ClassVar[tuple[str, ...]] = ()
 

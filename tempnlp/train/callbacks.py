@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
 from transformers import Trainer, TrainerCallback
 
 
@@ -47,4 +49,46 @@ def log_temperature(trainer: Trainer) -> TemperatureLoggingCallback:
             "with tempnlp losses such as tempnlp.losses.InfoNCELoss."
         )
     trainer.callback_handler.callbacks.insert(0, callback)
+    return callback
+
+
+class ProgressCallback(TrainerCallback):
+    """Tells every policy that follows training (a temperature schedule) the optimizer step before it is taken.
+
+    The step is ``state.global_step``, which a resumed run restores, so a schedule continues exactly; the epoch
+    length (for schedules counted in epochs) is the trainer's number of optimizer steps per epoch.
+    """
+
+    def __init__(self, loss: Any) -> None:
+        losses = loss if isinstance(loss, Mapping) else {"": loss}
+        self.policies = [
+            module
+            for fn in losses.values()
+            if isinstance(fn, nn.Module)
+            for module in fn.modules()
+            if getattr(module, "needs_progress", False) and hasattr(module, "set_progress")
+        ]
+        self.steps_per_epoch: int | None = None
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
+        if train_dataloader is not None and hasattr(train_dataloader, "__len__"):
+            self.steps_per_epoch = max(len(train_dataloader) // max(args.gradient_accumulation_steps, 1), 1)
+        elif state.max_steps and state.num_train_epochs:
+            self.steps_per_epoch = max(math.ceil(state.max_steps / state.num_train_epochs), 1)
+        self._tell(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self._tell(state.global_step)
+
+    def _tell(self, step: int) -> None:
+        for policy in self.policies:
+            policy.set_progress(step, self.steps_per_epoch)
+
+
+def follow_progress(trainer: Trainer) -> ProgressCallback:
+    """Keep the temperature schedules of ``trainer.loss`` at the trainer's step (``track_loss_state`` calls it)."""
+    callback = ProgressCallback(trainer.loss)
+    if not callback.policies:
+        raise TypeError(f"trainer.loss ({type(trainer.loss).__name__}) has no temperature that follows training.")
+    trainer.add_callback(callback)
     return callback

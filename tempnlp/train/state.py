@@ -179,7 +179,7 @@ def track_loss_state(trainer: Trainer, resume_from_checkpoint: str | os.PathLike
     ``resume_from_checkpoint``: the checkpoint folder a later ``trainer.train(resume_from_checkpoint=...)`` reads,
     when it is not ``output_dir/checkpoint-<step>``.
     """
-    from tempnlp.train.callbacks import log_temperature
+    from tempnlp.train.callbacks import ProgressCallback, log_temperature
 
     callback = LossStateCallback(trainer.loss, resume_from_checkpoint)
     if not callback.losses:
@@ -188,5 +188,8 @@ def track_loss_state(trainer: Trainer, resume_from_checkpoint: str | os.PathLike
             "buffers, momentum queue or trainable parameters); log_temperature(trainer) logs its temperature."
         )
     trainer.add_callback(callback)
+    progress = ProgressCallback(trainer.loss)
+    if progress.policies:  # a schedule follows the trainer's step, restored with the checkpoint on resume
+        trainer.add_callback(progress)
     log_temperature(trainer)
     return callback

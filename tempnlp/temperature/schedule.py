@@ -1,0 +1,75 @@
+"""What the scheduled temperatures share: knowing where training is.
+
+A schedule's temperature is a function of the training position. The position is a buffer (saved with the
+loss state, so a resumed run continues the schedule exactly) that one general mechanism sets before every
+optimizer step: :func:`tempnlp.train.follow_progress` (a trainer callback, which ``tempnlp train`` and
+:func:`tempnlp.train.track_loss_state` install) or, at tensor level, :meth:`ScheduledTemperature.set_progress`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from tempnlp.temperature.base import TemperaturePolicy
+
+
+class ScheduledTemperature(TemperaturePolicy):
+    """Base of the schedules: subclasses implement :meth:`value_at` (the temperature at a position)."""
+
+    needs_progress: ClassVar[bool] = True
+
+    def __init__(self, period_steps: int | None = None, period_epochs: float | None = None, *, what: str) -> None:
+        super().__init__()
+        if (period_steps is None) == (period_epochs is None):
+            raise ValueError(f"Give the {what} in optimizer steps ({what}_steps) or in epochs ({what}_epochs), one.")
+        if period_steps is not None and (
+            isinstance(period_steps, bool) or not isinstance(period_steps, int) or period_steps < 1
+        ):
+            raise ValueError(f"{what}_steps must be a positive int, got {period_steps!r}.")
+        if period_epochs is not None and (isinstance(period_epochs, bool) or not float(period_epochs) > 0):
+            raise ValueError(f"{what}_epochs must be a positive number, got {period_epochs!r}.")
+        self.period_steps = period_steps
+        self.period_epochs = None if period_epochs is None else float(period_epochs)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
+        self._told = False  # host-side: has anyone said where training is?
+
+    def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
+        """The optimizer steps taken so far (0 before the first), and the steps of one epoch (for ``*_epochs``)."""
+        self.step.fill_(int(step))
+        if steps_per_epoch is not None:
+            self.steps_per_epoch.fill_(int(steps_per_epoch))
+        self._told = True
+        self._steps_per_epoch_host = int(steps_per_epoch) if steps_per_epoch is not None else None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._told = True  # a restored position is a known one
+
+    def length_in_steps(self, steps_per_epoch: int) -> float:
+        return float(self.period_steps) if self.period_steps is not None else self.period_epochs * steps_per_epoch
+
+    def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
+        if torch.is_grad_enabled() and not self._told:
+            raise ValueError(
+                f"{type(self).__name__} follows training, but nobody told it where training is. With a "
+                "SentenceTransformerTrainer call tempnlp.train.follow_progress(trainer) (track_loss_state does it "
+                "too); in your own loop call policy.set_progress(step, steps_per_epoch) before each step."
+            )
+        steps_per_epoch = getattr(self, "_steps_per_epoch_host", None)  # set by set_progress
+        if self.period_epochs is not None and not steps_per_epoch:
+            steps_per_epoch = int(self.steps_per_epoch)  # restored from a checkpoint: one host read, once
+            self._steps_per_epoch_host = steps_per_epoch
+            if steps_per_epoch < 1:
+                raise ValueError(f"{type(self).__name__} counts in epochs but knows no epoch length: pass it to "
+                                 "set_progress(step, steps_per_epoch).")  # fmt: skip
+        length = self.length_in_steps(steps_per_epoch or 0)
+        position = self.step.to(similarities.dtype)
+        return self.value_at(position, length).to(similarities.dtype)
+
+    def value_at(self, position: Tensor, length: float) -> Tensor:
+        """The temperature after ``position`` optimizer steps, for a schedule of ``length`` steps."""
+        raise NotImplementedError

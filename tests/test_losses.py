@@ -95,6 +95,35 @@ def test_same_view_infonce_equals_st_joint_query_to_query_mnrl(tiny_model, negat
         torch.testing.assert_close(our_grads[name], their_grads[name], atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("negatives", [0, 2])
+@pytest.mark.parametrize("mode", ["in_batch_negatives", "hard_negatives", "all_negatives"])
+def test_hardness_on_a_fixed_tau_equals_st_mnrl_hardness_mode(tiny_model, mode, negatives):
+    """Hardness(FixedTemperature) is MNRL(hardness_mode=..., hardness_strength=...): loss and every gradient."""
+    from tempnlp.temperature import Hardness
+
+    tiny_model.double()
+    columns = [TEXTS, [text.replace("a ", "one ") for text in TEXTS]]
+    columns += [TEXTS[k + 2 :] + TEXTS[: k + 2] for k in range(negatives)]
+    loss = InfoNCELoss(tiny_model, temperature=Hardness(0.05, mode, 5.0))
+    ours, our_grads = _loss_and_grads(tiny_model, loss, columns)
+    mnrl = MultipleNegativesRankingLoss(tiny_model, scale=20.0, hardness_mode=mode, hardness_strength=5.0)
+    theirs, their_grads = _loss_and_grads(tiny_model, mnrl, columns)
+    plain, _ = _loss_and_grads(tiny_model, InfoNCELoss(tiny_model, 0.05), columns)
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-6)
+    if mode != "hard_negatives" or negatives:
+        assert float(ours) != pytest.approx(float(plain), abs=1e-6)  # the penalty changed something
+    for name in their_grads:
+        torch.testing.assert_close(our_grads[name], their_grads[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_hardness_is_refused_on_sogclr(tiny_model):
+    from tempnlp.losses import SogCLRLoss
+    from tempnlp.temperature import Hardness
+
+    with pytest.raises(ValueError, match="adds a penalty to the scaled logits, which SogCLR does not take"):
+        SogCLRLoss(tiny_model, 8, temperature=Hardness(0.05))
+
+
 def _pairs(count: int = 96, seed: int = 0, negatives: bool = False) -> Dataset:
     """Random 'sentences' whose positive is a lightly corrupted copy: learnable by a tiny model in a few steps."""
     rng = random.Random(seed)

@@ -193,5 +193,7 @@ def test_every_named_policy_builds_with_defaults():
     for name, cls in POLICIES.items():
         assert cls.name == name and cls.summary and cls.paper, name  # declared once, read by the registry
         policy = cls(**{key: run[key] for key in cls.run_arguments})
+        if cls.needs_progress:  # a schedule is told where training is before it is used
+            policy.set_progress(0, 10)
         tau = policy(sims.float(), pos.float(), anchors=anchors)
         assert torch.isfinite(tau).all() and (tau > 0).all(), name

@@ -154,6 +154,12 @@ class ContrastiveObjective(nn.Module):
         """Each row's loss (B,) and the statistics the policy may observe."""
         raise NotImplementedError
 
+    def scaled_logits(self, direction: Direction, tau: Tensor) -> Tensor:
+        """The direction's similarities divided by the temperature, plus the policy's logit offset if it has one."""
+        logits = scale_by_temperature(direction.similarities, tau)
+        offset = self.temperature.logit_offset(direction)
+        return logits if offset is None else logits + offset.to(logits.dtype)
+
     def statistics(
         self, direction: Direction, tau: Tensor, batch: CandidateBatch, in_partition: Tensor | None = None, **extra
     ) -> RowStatistics:

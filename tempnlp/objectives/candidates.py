@@ -36,6 +36,24 @@ class Direction:
     similarities: Tensor
     #: first column of the same-view block (whose diagonal is the row itself), or None without one
     same_view_start: int | None
+    #: document columns laid out first (B entries each; the row's own documents are i, B + i, 2B + i, ...)
+    document_columns: int = 1
+    #: extra negatives (a momentum queue) after the documents
+    extra: int = 0
+
+    def own_documents(self) -> Tensor:
+        """(B, N) mask of each row's own documents: its positive and its own hard negatives."""
+        rows = torch.arange(self.batch_size, device=self.similarities.device)
+        mask = torch.zeros_like(self.similarities, dtype=torch.bool)
+        for column in range(self.document_columns):
+            mask[rows, column * self.batch_size + rows] = True
+        return mask
+
+    def documents_and_extra(self) -> Tensor:
+        """(B, N) mask of the document block and the extra negatives (everything but a same-view block)."""
+        mask = torch.zeros_like(self.similarities, dtype=torch.bool)
+        mask[:, : self.document_columns * self.batch_size + self.extra] = True
+        return mask
 
     @property
     def batch_size(self) -> int:
@@ -160,7 +178,8 @@ def build_candidates(
     positive_similarities = forward[rows, rows].to(dtype)
     same_view = objective.same_view_negatives
     first = torch.cat([forward, anchors_normalized @ anchors_normalized.T], dim=1) if same_view else forward
-    directions = [Direction(0, anchors, first.to(dtype), forward.size(1) if same_view else None)]
+    extra = 0 if extra_negatives is None else extra_negatives.size(0)
+    directions = [Direction(0, anchors, first.to(dtype), forward.size(1) if same_view else None, len(columns), extra)]
     if objective.symmetric:
         backward = forward[:, : anchors.size(0)].T  # the queue and hard negatives serve the forward direction only
         if same_view:

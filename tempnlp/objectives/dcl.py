@@ -4,10 +4,10 @@ import torch
 from torch import Tensor
 
 from tempnlp._checks import positive_float
-from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
+from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
-from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, RowStatistics
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, LOGIT_OFFSET, RowStatistics
 
 
 class DCL(ContrastiveObjective):
@@ -36,7 +36,7 @@ class DCL(ContrastiveObjective):
     """
 
     positive_in_partition = False
-    offers = frozenset({GRADIENT_TRAINED_TAU})
+    offers = frozenset({GRADIENT_TRAINED_TAU, LOGIT_OFFSET})
     display_name = "DCL"
 
     def __init__(
@@ -69,7 +69,7 @@ class DCL(ContrastiveObjective):
         return 2.0 - batch_size * torch.softmax(positive_similarities.detach() / self.sigma, dim=0)
 
     def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
-        logits = scale_by_temperature(direction.similarities, tau)
+        logits = self.scaled_logits(direction, tau)
         rows = torch.arange(direction.batch_size, device=logits.device)
         positive_logits = logits[rows, rows]
         in_partition = direction.partition_mask(positive_in_partition=False)

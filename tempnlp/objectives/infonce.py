@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tempnlp.objectives.base import ContrastiveObjective, scale_by_temperature
+from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
-from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, ROW_LOG_PROBABILITY, RowStatistics
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, LOGIT_OFFSET, ROW_LOG_PROBABILITY, RowStatistics
 
 
 class InfoNCE(ContrastiveObjective):
@@ -46,7 +46,7 @@ class InfoNCE(ContrastiveObjective):
     """
 
     positive_in_partition = True
-    offers = frozenset({ROW_LOG_PROBABILITY, GRADIENT_TRAINED_TAU})
+    offers = frozenset({ROW_LOG_PROBABILITY, GRADIENT_TRAINED_TAU, LOGIT_OFFSET})
     display_name = "InfoNCE"
 
     def __init__(
@@ -66,7 +66,7 @@ class InfoNCE(ContrastiveObjective):
         )
 
     def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
-        logits = scale_by_temperature(direction.similarities, tau)
+        logits = self.scaled_logits(direction, tau)
         self_entries = direction.self_entries()
         if self_entries is not None:
             logits = logits.masked_fill(self_entries, float("-inf"))

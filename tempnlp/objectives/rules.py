@@ -14,12 +14,16 @@ A policy lists what it needs from the objective in ``policy.requires``; an objec
 
 from __future__ import annotations
 
-from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, ROW_LOG_PROBABILITY
+from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, LOGIT_OFFSET, ROW_LOG_PROBABILITY
 
 WHY = {
     ROW_LOG_PROBABILITY: (
         "weights each row by 1 / (1 - P), which is defined for InfoNCE, whose loss -log P vanishes as P -> 1; {name}'s "
         "loss does not, so the product grows without bound. Use InfoNCE / InfoNCELoss, or reweight=False with {name}."
+    ),
+    LOGIT_OFFSET: (
+        "adds a penalty to the scaled logits, which {name} does not take: its moving-average estimator weighs the "
+        "negatives by exp(h / tau) alone. Use InfoNCE or DCL."
     ),
     GRADIENT_TRAINED_TAU: (
         "is trained by the loss's own gradient, and {name}'s objective tau * log s has the derivative "

@@ -10,6 +10,7 @@ from tempnlp.temperature.cosine_schedule import CosineScheduleTemperature
 from tempnlp.temperature.dystress import DySTreSSTemperature
 from tempnlp.temperature.fixed import FixedTemperature
 from tempnlp.temperature.global_dro import GlobalDROTemperature
+from tempnlp.temperature.hardness import Hardness
 from tempnlp.temperature.individual import IndividualTemperature
 from tempnlp.temperature.learnable import LearnableTemperature
 from tempnlp.temperature.macl import MACLTemperature
@@ -22,6 +23,7 @@ __all__ = [
     "DySTreSSTemperature",
     "FixedTemperature",
     "GlobalDROTemperature",
+    "Hardness",
     "IndividualTemperature",
     "LearnableTemperature",
     "MACLTemperature",
@@ -45,6 +47,7 @@ POLICIES: dict[str, type[TemperaturePolicy]] = {
         GlobalDROTemperature,
         CosineScheduleTemperature,
         CooldownTemperature,
+        Hardness,
     )
 }
 

@@ -32,6 +32,8 @@ Granularity = Literal["batch", "row", "entry"]
 ROW_LOG_PROBABILITY = "row_log_probability"
 #: the loss itself is a sensible objective for a temperature trained by its gradient
 GRADIENT_TRAINED_TAU = "gradient_trained_tau"
+#: the objective adds a policy's logit offset (hardness penalties) to its scaled logits
+LOGIT_OFFSET = "logit_offset"
 
 
 class RowStatistics:
@@ -168,6 +170,12 @@ class TemperaturePolicy(nn.Module):
         tau = self.compute(similarities, positive_similarities, anchors=anchors, indices=indices, direction=direction)
         self.last_temperature = tau.detach()
         return tau
+
+    def logit_offset(self, direction: Any) -> Tensor | None:
+        """An optional detached (B, N) term added to a direction's logits after the temperature scaling (hardness
+        penalties); ``direction`` describes the candidate layout (:class:`~tempnlp.objectives.candidates.Direction`).
+        Objectives that offer ``logit_offset`` apply it; None (the default) adds nothing."""
+        return None
 
     def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         """Called once per direction after the objective computed its row losses (B,); returns the row losses the

@@ -386,7 +386,12 @@ def build_policy(value: Any, where: str = "loss.temperature", run: dict[str, int
         hint = closest(str(name), POLICIES).replace("Valid keys", "Policies")
         raise RecipeError(f"{where}.policy: unknown temperature policy {name!r}.{hint}")
     cls = POLICIES[name]
-    check_keywords(where, cls.__init__, options)
+    parameters, _ = _signature(cls.__init__)
+    nested = "temperature" in parameters and "temperature" in options  # a wrapper (hardness) of another policy
+    if nested:
+        options["temperature"] = build_policy(options["temperature"], f"{where}.temperature", run)
+    checked = {key: value for key, value in options.items() if not (nested and key == "temperature")}
+    check_keywords(where, cls.__init__, checked, skip=("temperature",) if nested else ())
     facts = run or PROBE_RUN
     options.update({key: facts[key] for key in cls.run_arguments})
     return _construct(where, cls, options)

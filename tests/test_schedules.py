@@ -112,3 +112,35 @@ def test_the_trainer_keeps_the_schedule_at_its_step(tiny_model, tmp_path):
     # 4 steps an epoch, period one epoch: the step taken at global step t used tau(t)
     assert logged == pytest.approx([_kukleva(t, 0.03, 0.1, 4) for t in range(8)], abs=1e-6)
     assert int(policy.step) == 7 and "objective.temperature.step" in loss.state_dict()
+
+
+def _libauc_gamma(epoch: int, gamma_min: float, decay_epochs: float) -> float:
+    if epoch >= decay_epochs:
+        return gamma_min
+    return (1 - gamma_min) * 0.5 * (1 + math.cos(math.pi * epoch / decay_epochs)) + gamma_min
+
+
+def test_sogclr_cosine_gamma_schedule_follows_libauc():
+    """The moving average of one sample, revisited every step, with gamma(epoch) from LibAUC's formula."""
+    from tempnlp.objectives import SogCLR
+
+    objective = SogCLR(4, 0.1, gamma=0.2, gamma_schedule="cosine", gamma_decay_epochs=3).double()
+    generator = torch.Generator().manual_seed(1)
+    s = None
+    for step in range(10):  # 2 steps an epoch: epochs 0-4
+        objective.set_progress(step, 2)
+        anchors = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+        positives = anchors + 0.5 * torch.randn(4, 5, generator=generator, dtype=torch.float64)
+        objective(anchors, [positives], torch.arange(4))
+        a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+        gaps = [(a[0] @ p[j] - a[0] @ p[0]).item() for j in range(1, 4)]
+        g = sum(math.exp(h / 0.1) for h in gaps) / 3
+        gamma = _libauc_gamma(step // 2, 0.2, 3)
+        s = g if s is None else (1 - gamma) * s + gamma * g
+        assert objective.estimates[0].s[0].item() == pytest.approx(s, rel=1e-10), step
+    assert _libauc_gamma(0, 0.2, 3) == 1.0 and objective.current_gamma() == pytest.approx(0.2)
+    fresh = SogCLR(4, 0.1, gamma=0.2, gamma_schedule="cosine", gamma_decay_epochs=3)
+    with pytest.raises(ValueError, match="nobody told it where training is"):
+        fresh(torch.randn(4, 5), [torch.randn(4, 5)], torch.arange(4))
+    with pytest.raises(ValueError, match="needs gamma_decay_epochs"):
+        SogCLR(4, gamma_schedule="cosine")

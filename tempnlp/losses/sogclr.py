@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor
@@ -41,6 +41,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
         gather_across_devices: bool = False,
+        gamma_schedule: Literal["constant", "cosine"] = "constant",
+        gamma_decay_epochs: float | None = None,
     ) -> None:
         """
         SogCLR: a contrastive loss whose partition function is a per-sample moving average (Yuan et al. 2022).
@@ -64,6 +66,9 @@ class SogCLRLoss(TemperatureContrastiveLoss):
             mini_batch_size: GradCache mini-batch size (same loss, gradients and state updates); None: off.
             gather_across_devices: in multi-process training, compute the loss and update the state of the
                 global batch, identically on every rank.
+            gamma_schedule: ``"cosine"`` decays the moving-average weight from 1 to ``gamma`` over
+                ``gamma_decay_epochs`` epochs, as LibAUC does (see :class:`~tempnlp.objectives.SogCLR`).
+            gamma_decay_epochs: the length of that decay in epochs.
 
         Requirements:
             1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
@@ -87,6 +92,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
             same_view_negatives=same_view_negatives,
             check_finite=check_finite,
             gather_across_devices=gather_across_devices,
+            gamma_schedule=gamma_schedule,
+            gamma_decay_epochs=gamma_decay_epochs,
         )
         if isinstance(temperature, TemperaturePolicy):
             objective = SogCLR(num_samples, temperature, **options)
@@ -104,4 +111,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
         return getattr(self.temperature, "tau", None)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "num_samples": self.objective.num_samples, "gamma": self.objective.gamma}
+        objective = self.objective
+        config = {**super().get_config_dict(), "num_samples": objective.num_samples, "gamma": objective.gamma}
+        if objective.gamma_schedule != "constant":
+            config.update(gamma_schedule=objective.gamma_schedule, gamma_decay_epochs=objective.gamma_decay_epochs)
+        return config

@@ -64,6 +64,8 @@ class ISogCLR(SogCLR):
         temperature_network: nn.Module | None = None,
         gather_across_devices: bool = False,
         same_view_negatives: bool = False,
+        gamma_schedule: str = "constant",
+        gamma_decay_epochs: float | None = None,
     ) -> None:
         num_samples = check_num_samples(num_samples)
         tau_init = positive_float("tau_init", tau_init)
@@ -94,6 +96,8 @@ class ISogCLR(SogCLR):
             same_view_negatives=same_view_negatives,
             check_finite=check_finite,
             gather_across_devices=gather_across_devices,
+            gamma_schedule=gamma_schedule,
+            gamma_decay_epochs=gamma_decay_epochs,
         )
         self.tau_init, self.tau_min, self.tau_max = tau_init, float(tau_min), float(tau_max)
         self.rho, self.eta, self.beta, self.grad_clip = float(rho), float(eta), float(beta), grad_clip

@@ -22,6 +22,7 @@ with one fixed temperature.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +53,15 @@ class SogCLR(ContrastiveObjective):
     Args:
         num_samples: size of the training set (indices must lie in ``[0, num_samples)``).
         temperature: a number (fixed tau; 0.1 in the SogCLR paper) or any policy.
-        gamma: moving-average weight of the new partition estimate (0.9).
+        gamma: moving-average weight of the new partition estimate (0.9); with ``gamma_schedule="cosine"`` the
+            value it decays to.
+        gamma_schedule: ``"constant"``, or ``"cosine"`` as LibAUC defines it: in epoch e (counted from 0) the weight
+            is ``(1 - gamma) (1 + cos(pi e / E)) / 2 + gamma`` for e < E, then ``gamma``: the estimate starts as the
+            batch's own (weight 1) and averages over more batches as training goes on. LibAUC's and FastCLIP's runs
+            use gamma 0.2 with E half the epochs. The epoch comes from the trainer, like a temperature schedule's
+            position (:func:`tempnlp.train.follow_progress`; ``set_progress(step, steps_per_epoch)`` at tensor
+            level).
+        gamma_decay_epochs: E, for the cosine schedule.
         symmetric: add the document-to-anchor direction, with its own moving averages (the bimodal form).
         same_view_negatives: also contrast each row with the other rows of its own side (the paper's unimodal
             two-view form: 2B - 2 negatives).
@@ -76,6 +85,8 @@ class SogCLR(ContrastiveObjective):
         check_finite: bool = True,
         gather_across_devices: bool = False,
         share_directions: bool = False,
+        gamma_schedule: Literal["constant", "cosine"] = "constant",
+        gamma_decay_epochs: float | None = None,
     ) -> None:
         if share_directions and not symmetric:
             raise ValueError("share_directions=True shares the state of two directions: it needs symmetric=True.")
@@ -96,6 +107,15 @@ class SogCLR(ContrastiveObjective):
         if not 0.0 < float(gamma) <= 1.0:
             raise ValueError(f"gamma is a moving-average weight in (0, 1], got {gamma!r}.")
         self.gamma = float(gamma)
+        if gamma_schedule not in ("constant", "cosine"):
+            raise ValueError(f"gamma_schedule must be 'constant' or 'cosine', got {gamma_schedule!r}.")
+        if gamma_schedule == "cosine" and (gamma_decay_epochs is None or not float(gamma_decay_epochs) > 0):
+            raise ValueError("gamma_schedule='cosine' needs gamma_decay_epochs > 0 (LibAUC: half the epochs).")
+        self.gamma_schedule = gamma_schedule
+        self.gamma_decay_epochs = None if gamma_decay_epochs is None else float(gamma_decay_epochs)
+        if gamma_schedule == "cosine":  # the schedule's position, saved with the loss state
+            self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._position: tuple[int, int | None] | None = None  # host-side (step, steps per epoch)
         self.share_directions = bool(share_directions)
         count = 1 if self.share_directions else self.directions
         self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(count))
@@ -104,6 +124,32 @@ class SogCLR(ContrastiveObjective):
     @property
     def needs_indices(self) -> bool:
         return True
+
+    @property
+    def needs_progress(self) -> bool:
+        return self.gamma_schedule == "cosine"
+
+    def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
+        """The optimizer steps taken so far and the steps of one epoch (the cosine gamma schedule's clock)."""
+        if self.gamma_schedule == "cosine":
+            self.step.fill_(int(step))
+        self._position = (int(step), None if steps_per_epoch is None else int(steps_per_epoch))
+
+    def current_gamma(self) -> float:
+        """The moving-average weight of this step (host-side: the schedule needs no device read)."""
+        if self.gamma_schedule == "constant":  # (read only in training: evaluation keeps no moving average)
+            return self.gamma
+        if self._position is None or not self._position[1]:
+            raise ValueError(
+                "SogCLR's cosine gamma schedule follows the epoch, but nobody told it where training is: call "
+                "tempnlp.train.follow_progress(trainer) (track_loss_state does it too), or "
+                "objective.set_progress(step, steps_per_epoch) before each step."
+            )
+        step, steps_per_epoch = self._position
+        epoch = step // steps_per_epoch
+        if epoch >= self.gamma_decay_epochs:
+            return self.gamma
+        return (1.0 - self.gamma) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.gamma_decay_epochs)) + self.gamma
 
     @property
     def num_samples(self) -> int:
@@ -142,11 +188,8 @@ class SogCLR(ContrastiveObjective):
             previous, seen, first = self._shared_step  # both directions start from the same stored value
         else:
             previous, seen = state.log_s[indices].to(log_g.dtype), state.seen[indices]
-        moving = (
-            torch.logaddexp(math.log1p(-self.gamma) + previous, math.log(self.gamma) + log_g)
-            if self.gamma < 1
-            else log_g
-        )
+        gamma = self.current_gamma()
+        moving = torch.logaddexp(math.log1p(-gamma) + previous, math.log(gamma) + log_g) if gamma < 1 else log_g
         log_s = torch.where(seen, moving, log_g)
         if self.share_directions and direction == 0:
             self._shared_step = (previous, seen, log_s)

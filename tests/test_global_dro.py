@@ -76,3 +76,21 @@ def test_global_dro_state_is_checkpointed_and_refused_without_gathering_under_dd
     loss = InfoNCELoss(tiny_model, temperature=GlobalDROTemperature())
     assert loss.has_state and loss.needs_global_batch and not loss.needs_dataset_indices
     assert {"objective.temperature.tau", "objective.temperature.u"} <= set(loss.state_dict())
+
+
+def test_under_several_processes_a_global_tau_needs_gathering_and_a_schedule_does_not(monkeypatch, tiny_model):
+    """A learned global tau would drift across ranks that each see their own batch; a schedule cannot."""
+    from tempnlp.losses import InfoNCELoss
+    from tempnlp.objectives import distributed
+    from tempnlp.temperature import CosineScheduleTemperature
+
+    monkeypatch.setattr(distributed, "distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    anchors, positives = torch.randn(4, 6), torch.randn(4, 6)
+    with pytest.raises(ValueError, match=r"own parameters.*gather_across_devices=True"):
+        InfoNCE(GlobalDROTemperature())(anchors, [positives])
+    schedule = CosineScheduleTemperature(0.03, 0.1, period_steps=10)
+    schedule.set_progress(0)
+    assert torch.isfinite(InfoNCE(schedule)(anchors, [positives]))
+    loss = InfoNCELoss(tiny_model, temperature=CosineScheduleTemperature(0.03, 0.1, period_steps=10))
+    assert loss.has_state and not loss.needs_global_batch  # its position is checkpointed; it learns nothing

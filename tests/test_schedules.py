@@ -144,3 +144,35 @@ def test_sogclr_cosine_gamma_schedule_follows_libauc():
         fresh(torch.randn(4, 5), [torch.randn(4, 5)], torch.arange(4))
     with pytest.raises(ValueError, match="needs gamma_decay_epochs"):
         SogCLR(4, gamma_schedule="cosine")
+
+
+def test_hardness_passes_on_what_its_policy_knows():
+    """A per-sample policy or a schedule inside Hardness trains as it would alone."""
+    from tempnlp.temperature import Hardness, IndividualTemperature
+
+    wrapped = Hardness(IndividualTemperature(10, eta=0.05), "all_negatives", 2.0)
+    objective = InfoNCE(wrapped, symmetric=True).double()
+    assert objective.num_samples == 10 and wrapped.needs_indices and wrapped.acts_on_revisit
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        anchors = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+        objective(anchors, [anchors + 0.3 * torch.randn(5, 6, generator=generator, dtype=torch.float64)],
+                  torch.randperm(10, generator=generator)[:5])  # fmt: skip
+    assert len(set(wrapped.tau.tolist())) > 2 and wrapped.sample_temperatures(0).numel() > 0
+    scheduled = Hardness(CosineScheduleTemperature(0.03, 0.1, period_steps=10), "in_batch_negatives", 2.0)
+    scheduled.set_progress(5)
+    assert _value(scheduled, 5) == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="not another Hardness"):
+        Hardness(Hardness(0.05))
+
+
+def test_a_restored_gamma_schedule_resumes_from_the_loss_state():
+    from tempnlp.objectives import SogCLR
+
+    trained = SogCLR(4, 0.1, gamma=0.2, gamma_schedule="cosine", gamma_decay_epochs=4)
+    trained.set_progress(5, 2)  # epoch 2
+    restored = SogCLR(4, 0.1, gamma=0.2, gamma_schedule="cosine", gamma_decay_epochs=4)
+    restored.load_state_dict(trained.state_dict())
+    assert restored.current_gamma() == pytest.approx(_libauc_gamma(2, 0.2, 4)) == trained.current_gamma()
+    restored.set_progress(6)  # a step without the epoch length keeps the known one
+    assert restored.current_gamma() == pytest.approx(_libauc_gamma(3, 0.2, 4))

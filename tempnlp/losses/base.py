@@ -78,7 +78,11 @@ class TemperatureContrastiveLoss(GradCacheMixin, nn.Module):
     def needs_global_batch(self) -> bool:
         """Under several processes, whether every rank must see the global batch (``gather_across_devices``):
         per-sample state and the loss's own parameters would otherwise part ways across ranks."""
-        return self.needs_dataset_indices or bool(self.own_parameters()) or self._policy_has_buffers()
+        return (
+            self.needs_dataset_indices
+            or bool(self.own_parameters())
+            or any(getattr(module, "learns_state", False) for module in self.temperature.modules())
+        )
 
     @property
     def acts_on_revisit(self) -> bool:

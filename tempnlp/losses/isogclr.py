@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
@@ -37,6 +37,8 @@ class ISogCLRLoss(TemperatureContrastiveLoss):
         queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
         gather_across_devices: bool = False,
+        gamma_schedule: Literal["constant", "cosine"] = "constant",
+        gamma_decay_epochs: float | None = None,
     ) -> None:
         """
         iSogCLR: a contrastive loss with one learned temperature per training sample (Qiu et al. 2023).
@@ -73,6 +75,9 @@ class ISogCLRLoss(TemperatureContrastiveLoss):
             gather_across_devices: in multi-process training, gather embeddings and dataset indices of every rank:
                 loss and state updates are those of the global batch, identical on every rank. The momentum
                 queue is not synchronised across ranks: do not combine the two.
+            gamma_schedule: ``"cosine"`` decays gamma from 1 over ``gamma_decay_epochs`` epochs, as LibAUC and
+                FastCLIP do (see :class:`~tempnlp.objectives.SogCLR`).
+            gamma_decay_epochs: the length of that decay in epochs.
 
         Requirements:
             1. (anchor, positive[, negative_1, ...]) columns and a ``label`` column holding the dataset index.
@@ -104,6 +109,8 @@ class ISogCLRLoss(TemperatureContrastiveLoss):
             check_finite=check_finite,
             temperature_network=temperature_network,
             gather_across_devices=gather_across_devices,
+            gamma_schedule=gamma_schedule,
+            gamma_decay_epochs=gamma_decay_epochs,
         )
         super().__init__(model, objective, queue_size, queue_momentum, mini_batch_size)
 
@@ -120,6 +127,8 @@ class ISogCLRLoss(TemperatureContrastiveLoss):
         if self.mini_batch_size is not None:
             config["mini_batch_size"] = self.mini_batch_size
         config.update(tau_min=o.tau_min, tau_max=o.tau_max, rho=o.rho, eta=o.eta, beta=o.beta, grad_clip=o.grad_clip)
+        if o.gamma_schedule != "constant":
+            config.update(gamma_schedule=o.gamma_schedule, gamma_decay_epochs=o.gamma_decay_epochs)
         return config
 
 

@@ -75,6 +75,7 @@ def global_batch(
         return gather_batch(anchors, columns, indices)
     if distributed() and torch.is_grad_enabled():
         learned = [name for name, parameter in objective.named_parameters() if parameter.requires_grad]
+        learned += [name for name, module in objective.named_modules() if getattr(module, "learns_state", False)]
         if learned or per_sample:
             what = "per-sample state" if per_sample else f"its own parameters ({', '.join(learned)})"
             raise ValueError(

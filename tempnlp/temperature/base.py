@@ -133,6 +133,8 @@ class TemperaturePolicy(nn.Module):
     acts_on_revisit: ClassVar[bool] = False
     #: follows the training position (schedules): a trainer callback or ``set_progress`` tells it where it is
     needs_progress: ClassVar[bool] = False
+    #: learns a value in buffers from the batches it sees (a global DRO tau): ranks would drift without gathering
+    learns_state: ClassVar[bool] = False
     #: run-time facts a recipe fills in (``num_samples``: the training set size; ``embedding_dim``)
     run_arguments: ClassVar[tuple[str, ...]] = ()
 

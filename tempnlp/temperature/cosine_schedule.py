@@ -19,7 +19,8 @@ class CosineScheduleTemperature(ScheduledTemperature):
     reaches ``tau_min`` at half the period and returns: phases of a high temperature (group-wise, semantic
     structure) alternate with a low one (instance discrimination), which the authors found to help long-tailed data
     most. Their code counts whole epochs from 1 (``cos(pi * epoch / t_max)``, a period of ``2 t_max`` epochs);
-    here the position moves with every optimizer step, so ``period_epochs`` is the same curve, sampled finer.
+    here the position moves with every optimizer step from 0, so ``period_epochs = 2 t_max`` gives their curve
+    sampled finer and one epoch earlier (their first epoch already uses the value of t = 1).
 
     Defaults are from the authors' run commands (``--temperature_min 0.1 --temperature_max 1.0 --t_max 200``,
     SimCLR for 2000 epochs: a period of 400 epochs); for sentence embeddings, whose temperatures sit near 0.05,

@@ -60,6 +60,7 @@ class GlobalDROTemperature(RobustTemperature):
 }
 """
     granularity = "batch"
+    learns_state = True
 
     def __init__(
         self,

@@ -9,6 +9,16 @@ from tempnlp.temperature.base import LOGIT_OFFSET, RowStatistics, TemperaturePol
 
 MODES = ("in_batch_negatives", "hard_negatives", "all_negatives")
 
+LLAVE_CITATION = """
+@misc{lan2025llave,
+    title = {LLaVE: Large Language and Vision Embedding Models with Hardness-Weighted Contrastive Learning},
+    author = {Lan, Zhibin and Niu, Liqiang and Meng, Fandong and Zhou, Jie and Su, Jinsong},
+    year = {2025},
+    eprint = {2503.04812},
+    archivePrefix = {arXiv},
+}
+"""
+
 
 class Hardness(TemperaturePolicy):
     """Hardness-aware logits on top of any temperature policy, with sentence-transformers' semantics.
@@ -22,6 +32,9 @@ class Hardness(TemperaturePolicy):
       negatives; here also the momentum queue's entries);
     * ``hard_negatives``: the row's own hard-negative columns only;
     * ``all_negatives``: every document but the row's own positive (and the queue's entries).
+
+    A DRO policy inside (individual, global DRO) learns its temperature from the statistics of the unpenalised
+    logits: the robust gradient does not see the penalty.
 
     The defaults of sentence-transformers' docstring: strength 9 for ``in_batch_negatives`` (LLaVE), 5 for
     ``hard_negatives`` (EmbeddingGemma). Objectives that take a logit offset: InfoNCE and DCL.
@@ -52,6 +65,8 @@ class Hardness(TemperaturePolicy):
         from tempnlp.temperature import as_policy
 
         self.policy = as_policy(temperature, argument="temperature")
+        if isinstance(self.policy, Hardness):
+            raise ValueError("Hardness wraps a temperature policy, not another Hardness: give one mode and strength.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
         self.mode = mode
@@ -69,7 +84,18 @@ class Hardness(TemperaturePolicy):
 
     @property
     def citation(self) -> str:  # type: ignore[override]
-        return self.policy.citation
+        return self.policy.citation + LLAVE_CITATION
+
+    def __getattr__(self, name: str) -> Any:
+        # What the wrapped policy knows (num_samples, tau_min/tau_max, sample_temperatures, set_progress,
+        # check_partition_size, tau, ...) the wrapper answers with.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            policy = self.__dict__.get("_modules", {}).get("policy")
+            if policy is None:
+                raise
+            return getattr(policy, name)
 
     def attach(self, directions: int) -> None:
         self.policy.attach(directions)

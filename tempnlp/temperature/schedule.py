@@ -40,14 +40,15 @@ class ScheduledTemperature(TemperaturePolicy):
     def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
         """The optimizer steps taken so far (0 before the first), and the steps of one epoch (for ``*_epochs``)."""
         self.step.fill_(int(step))
-        if steps_per_epoch is not None:
+        if steps_per_epoch is not None:  # None keeps the length already known
             self.steps_per_epoch.fill_(int(steps_per_epoch))
+            self._steps_per_epoch_host = int(steps_per_epoch)
         self._told = True
-        self._steps_per_epoch_host = int(steps_per_epoch) if steps_per_epoch is not None else None
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._told = True  # a restored position is a known one
+        self.__dict__.pop("_steps_per_epoch_host", None)  # read the restored length at the next step
 
     def length_in_steps(self, steps_per_epoch: int) -> float:
         return float(self.period_steps) if self.period_steps is not None else self.period_epochs * steps_per_epoch

@@ -71,10 +71,13 @@ class ProgressCallback(TrainerCallback):
         self.steps_per_epoch: int | None = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
-        if train_dataloader is not None and hasattr(train_dataloader, "__len__"):
-            self.steps_per_epoch = max(len(train_dataloader) // max(args.gradient_accumulation_steps, 1), 1)
-        elif state.max_steps and state.num_train_epochs:
-            self.steps_per_epoch = max(math.ceil(state.max_steps / state.num_train_epochs), 1)
+        from transformers.trainer_utils import has_length
+
+        if train_dataloader is not None and has_length(train_dataloader):
+            # as the trainer counts them: a last, partial accumulation still makes an optimizer step
+            self.steps_per_epoch = max(math.ceil(len(train_dataloader) / max(args.gradient_accumulation_steps, 1)), 1)
+        else:  # a stream of unknown length: schedules counted in epochs refuse it at their first step
+            self.steps_per_epoch = None
         self._tell(state.global_step)
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:

@@ -26,10 +26,11 @@ def _train(args: argparse.Namespace) -> int:
         from tempnlp.train.run import training_arguments
 
         training_arguments(recipe, output_dir)  # the trainer's own checks of the training values
-        data = locate(
-            recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
-        )
-        print(recipe.to_yaml() + f"# data: {data.describe()}")
+        print(recipe.to_yaml(), end="")
+        for name, task in recipe.tasks.items():
+            spec = task.data
+            located = locate(spec.dataset, spec.format, spec.split, file=spec.file, subset=spec.subset)
+            print(f"# data{f' {name}' if name else ''}: {located.describe()}")
         return 0
     from tempnlp.train.run import run_recipe
 

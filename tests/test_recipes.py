@@ -467,3 +467,50 @@ def test_a_per_sample_policy_on_another_objective_through_tempnlp_train(run_env,
         assert len(set(tau.tolist())) > 5  # the temperatures moved, one per sample
     else:
         assert any(key.startswith("objective.temperature.network.") for key in state)
+
+
+def test_several_datasets_each_with_its_own_loss_and_temperature(run_env, tiny_model_path):
+    """datasets: sentence-transformers' dicts of datasets and losses, one temperature policy each; both logged,
+    the per-sample one checkpointed under its dataset's name, the recipe written back as it was read."""
+    recipe = {
+        "model": {"name": str(tiny_model_path), "max_seq_length": 32},
+        "datasets": {
+            "nli": {
+                "data": {"dataset": "stanfordnlp/snli", "format": "nli-triplets", "limit": 32},
+                "loss": {"name": "InfoNCELoss", "temperature": "macl"},
+            },
+            "wiki": {
+                "data": {
+                    "dataset": "princeton-nlp/datasets-for-simcse",
+                    "format": "sentences",
+                    "file": "wiki1m_for_simcse.txt",
+                    "limit": 32,
+                },
+                "loss": {
+                    "name": "InfoNCELoss",
+                    "temperature": {"policy": "individual", "tau_init": 0.05, "tau_min": 0.02, "tau_max": 0.2},
+                },
+            },
+        },
+        "training": {
+            "max_steps": 8, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "logging_steps": 1,
+            "save_steps": 4, "report_to": "none", "use_cpu": True, "multi_dataset_batch_sampler": "round_robin",
+        },
+        "evaluation": {"stsb_validation": False, "before": False, "sts": None},
+    }  # fmt: skip
+    path = run_env / "multi.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = run_env / "multi"
+    assert main(["train", str(path), "--output-dir", str(out)]) == 0
+    history = json.loads((out / "log_history.json").read_text())
+    steps = [entry for entry in history if "loss" in entry]
+    # round robin: step 1 draws from nli, step 2 from wiki; from then on both temperatures are in every log line
+    assert len(steps) == 8 and "nli_tau_mean" in steps[0] and "wiki_tau_mean" not in steps[0]
+    assert all("nli_tau_mean" in entry and "wiki_tau_mean" in entry for entry in steps[1:])
+    assert (out / "checkpoint-8" / "loss_wiki" / "loss_state.pt").is_file()
+    card = (out / "model" / "README.md").read_text()
+    assert "Dataset `nli`" in card and "MACLTemperature(" in card and "IndividualTemperature(num_samples=32" in card
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["nli"]["examples"] == 32 and results["data"]["wiki"]["examples"] == 32
+    again, _ = load_recipe(out / "recipe.yaml")
+    assert set(again.tasks) == {"nli", "wiki"} and again.to_yaml() == (out / "recipe.yaml").read_text()

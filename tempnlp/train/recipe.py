@@ -171,10 +171,21 @@ class LossSpec(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Recipe(_Section):
-    model: ModelSpec
+class TaskSpec(_Section):
+    """One training dataset and its loss, with its own temperature (an entry of ``datasets``)."""
+
     data: DataSpec
     loss: LossSpec
+
+
+class Recipe(_Section):
+    model: ModelSpec
+    #: one dataset and its loss; or, instead of both, ``datasets``: several, each with its own loss
+    data: DataSpec | None = None
+    loss: LossSpec | None = None
+    #: name -> {data, loss}: sentence-transformers' dict of datasets and losses, sampled as
+    #: training.multi_dataset_batch_sampler says (round_robin or proportional)
+    datasets: dict[str, TaskSpec] | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     seed: int = 42
@@ -182,15 +193,54 @@ class Recipe(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     description: str = ""
 
+    @model_validator(mode="after")
+    def _one_layout(self) -> Recipe:
+        if self.datasets is None:
+            for key in ("data", "loss"):
+                if getattr(self, key) is None:
+                    raise RecipeError(
+                        f"{key} is missing: the recipe must set it (or datasets: several, each with data and loss)."
+                    )
+        else:
+            if self.data is not None or self.loss is not None:
+                raise RecipeError(
+                    "datasets gives every dataset its data and loss: remove the top-level data and loss, or datasets."
+                )
+            if not self.datasets:
+                raise RecipeError("datasets is empty: name at least one dataset, each with data and loss.")
+            for name in self.datasets:
+                if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+                    raise RecipeError(
+                        f"datasets.{name}: a dataset name starts with a letter and holds letters, digits, _ and - "
+                        "(it prefixes the dataset's log keys and names its loss state)."
+                    )
+        return self
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        """Every dataset with its loss: the named ``datasets``, or the one ``data`` and ``loss`` (named "")."""
+        if self.datasets is not None:
+            return dict(self.datasets)
+        return {"": TaskSpec.model_construct(data=self.data, loss=self.loss)}
+
     def to_dict(self) -> dict[str, Any]:
         raw = self.model_dump()
-        loss = raw.pop("loss")
-        raw["loss"] = {
-            "name": loss["name"],
-            **({"temperature": loss["temperature"]} if loss["temperature"] is not None else {}),
-            **loss["params"],
-        }
-        ordered = ["description", "model", "data", "loss", "training", "evaluation", "seed", "precision"]
+
+        def flat(loss: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "name": loss["name"],
+                **({"temperature": loss["temperature"]} if loss["temperature"] is not None else {}),
+                **loss["params"],
+            }
+
+        if raw["datasets"] is None:
+            raw["loss"] = flat(raw["loss"])
+            ordered = ["description", "model", "data", "loss", "training", "evaluation", "seed", "precision"]
+        else:
+            raw["datasets"] = {
+                name: {"data": task["data"], "loss": flat(task["loss"])} for name, task in raw["datasets"].items()
+            }
+            ordered = ["description", "model", "datasets", "training", "evaluation", "seed", "precision"]
         return {key: raw[key] for key in ordered}
 
     def to_yaml(self) -> str:
@@ -236,6 +286,14 @@ def _section(annotation: Any) -> type[BaseModel] | None:
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
+def _mapping_values_section(annotation: Any) -> type[BaseModel] | None:
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    for candidate in candidates:
+        if get_origin(candidate) is dict and len(get_args(candidate)) == 2:
+            return _section(get_args(candidate)[1])
+    return None
+
+
 def _schema_error(error: ValidationError, model: type[BaseModel], raw: Any) -> RecipeError:
     """The first problem pydantic found, said as the recipe's key path, what it must be and what it got.
 
@@ -246,13 +304,20 @@ def _schema_error(error: ValidationError, model: type[BaseModel], raw: Any) -> R
     loc = list(problem["loc"])
     # walk the models along the location: the last field reached names the key, and its annotation the type
     section, path, annotation, value = model, [], None, raw
+    values_section = None  # the model of a mapping's values (datasets: name -> {data, loss})
     for part in loc:
+        if values_section is not None:  # a key of the mapping: step into its value
+            path.append(str(part))
+            value = value.get(part) if isinstance(value, dict) else None
+            section, values_section, annotation = values_section, None, values_section
+            continue
         if section is None or not isinstance(part, str) or part not in section.model_fields:
             break
         annotation = section.model_fields[part].annotation
         path.append(part)
         value = value.get(part) if isinstance(value, dict) else None
         section = _section(annotation)
+        values_section = _mapping_values_section(annotation)
     where = ".".join(path)
     kind = problem["type"]
     if kind == "extra_forbidden":
@@ -563,21 +628,36 @@ def _batch_size(training: dict[str, Any]) -> int:
 
 def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
-        loss = raw.get("loss")
-        if isinstance(loss, dict):
+
+        def split_loss(loss: Any, where: str) -> Any:
+            """``{name, temperature, <the loss's own keywords>}`` as the schema's name/temperature/params."""
+            if not isinstance(loss, dict):
+                return loss
             loss = dict(loss)
-            raw = {
-                **raw,
-                "loss": {"name": loss.pop("name", None), "temperature": loss.pop("temperature", None), "params": loss},
-            }
-            if raw["loss"]["name"] is None:
-                raise RecipeError("loss.name is missing: name a loss (see `tempnlp losses`).")
+            name = loss.pop("name", None)
+            if name is None:
+                raise RecipeError(f"{where}.name is missing: name a loss (see `tempnlp losses`).")
+            return {"name": name, "temperature": loss.pop("temperature", None), "params": loss}
+
+        raw = dict(raw)
+        if "loss" in raw:
+            raw["loss"] = split_loss(raw["loss"], "loss")
+        if isinstance(raw.get("datasets"), dict):
+            raw["datasets"] = {
+                name: {**task, "loss": split_loss(task["loss"], f"datasets.{name}.loss")}
+                if isinstance(task, dict) and "loss" in task else task
+                for name, task in raw["datasets"].items()
+            }  # fmt: skip
         try:
             recipe = Recipe.model_validate(raw)
         except ValidationError as error:
             raise _schema_error(error, Recipe, raw) from None
         check_training(recipe.training)
-        check_loss(recipe.loss, recipe.data, _batch_size(recipe.training))
+        for name, task in recipe.tasks.items():
+            try:
+                check_loss(task.loss, task.data, _batch_size(recipe.training))
+            except RecipeError as error:
+                raise RecipeError(f"datasets.{name}: {error}" if name else str(error)) from None
         if recipe.evaluation.sts is not None:
             from tempnlp.evaluation.sts import resolve_tasks
 

@@ -45,7 +45,7 @@ from tempnlp.train.logs import (
     keeps_sample_temperatures,
     write_history,
 )
-from tempnlp.train.recipe import Recipe, RecipeError, check_loss, loss_arguments, loss_classes
+from tempnlp.train.recipe import Recipe, RecipeError, TaskSpec, check_loss, loss_arguments, loss_classes
 from tempnlp.train.state import add_index_column, has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -154,13 +154,13 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> SentenceTransformerT
         raise RecipeError(f"training: {error}") from error
 
 
-def build_loss(recipe: Recipe, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
-    check_loss(recipe.loss, recipe.data)
-    cls = loss_classes()[recipe.loss.name]
+def build_loss(task: TaskSpec, model: SentenceTransformer, num_samples: int) -> torch.nn.Module:
+    check_loss(task.loss, task.data)
+    cls = loss_classes()[task.loss.name]
     try:
-        return cls(model, **loss_arguments(recipe.loss, cls, num_samples, model.get_embedding_dimension()))
+        return cls(model, **loss_arguments(task.loss, cls, num_samples, model.get_embedding_dimension()))
     except (TypeError, ValueError) as error:
-        raise RecipeError(f"loss {recipe.loss.name}: {error}") from error
+        raise RecipeError(f"loss {task.loss.name}: {error}") from error
 
 
 def _model_source(name: str) -> tuple[str, str]:
@@ -225,15 +225,26 @@ def _peak_memory_mib() -> dict[str, float]:
     return {key: round(value, 1) for key, value in peak.items()}
 
 
-def _model_card_section(recipe: Recipe, loss: torch.nn.Module, data: Located, rows: int) -> str:
-    config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
-    parameters = ", ".join(f"{key}={value}" for key, value in config.items())
+def _model_card_section(
+    recipe: Recipe, losses: dict[str, torch.nn.Module], data: dict[str, Located], rows: dict[str, int]
+) -> str:
+    lines = []
+    for name, task in recipe.tasks.items():
+        loss = losses[name]
+        config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+        parameters = ", ".join(f"{key}={value}" for key, value in config.items())
+        spec = task.data
+        lines += ([f"- Dataset `{name}`:"] if name else []) + [
+            f"{'  ' if name else ''}- Loss: `{type(loss).__name__}({parameters})`",
+            f"{'  ' if name else ''}- Temperature: {_temperature_text(loss)}",
+            f"{'  ' if name else ''}- Training data: `{spec.dataset}` ({spec.format}, split `{spec.split}`, "
+            f"{rows[name]} examples, read {data[name].describe().split(' ', 1)[1]})",
+        ]
+    if recipe.datasets is not None:
+        sampler = recipe.training.get("multi_dataset_batch_sampler", "proportional")
+        lines.append(f"- Batches drawn from the datasets: {sampler}")
     return (
-        "\n\n## tempnlp run\n\n"
-        f"- Loss: `{type(loss).__name__}({parameters})`\n"
-        f"- Temperature: {_temperature_text(loss)}\n"
-        f"- Training data: `{recipe.data.dataset}` ({recipe.data.format}, split `{recipe.data.split}`, {rows} "
-        f"examples, read {data.describe().split(' ', 1)[1]})\n"
+        "\n\n## tempnlp run\n\n" + "\n".join(lines) + "\n"
         f"- Base model: `{recipe.model.name}`; seed {recipe.seed}\n"
         f"- Repeat the run: `tempnlp train {RECIPE_FILE}` with the recipe saved beside this folder (and as "
         "`tempnlp_recipe.yaml` here)\n"
@@ -280,19 +291,23 @@ def _check_processes(recipe: Recipe) -> None:
     """Under torchrun, per-sample state and loss parameters must see the global batch: refuse before anything
     loads (the objectives refuse at their first step too, for losses used outside ``tempnlp train``)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or recipe.loss.params.get("gather_across_devices", False):
+    if world_size <= 1:
         return
-    probe = check_loss(recipe.loss, recipe.data)  # built on a stand-in model: nothing loads
-    if getattr(probe, "needs_dataset_indices", False):
-        what = "keeps per-sample state"
-    elif getattr(probe, "needs_global_batch", False):
-        what = "learns its temperature"
-    else:
-        return
-    raise RecipeError(
-        f"{recipe.loss.name} {what}, which would diverge across the {world_size} processes: set "
-        "loss.gather_across_devices: true so every process computes the loss of the global batch."
-    )
+    for name, task in recipe.tasks.items():
+        if task.loss.params.get("gather_across_devices", False):
+            continue
+        probe = check_loss(task.loss, task.data)  # built on a stand-in model: nothing loads
+        if getattr(probe, "needs_dataset_indices", False):
+            what = "keeps per-sample state"
+        elif getattr(probe, "needs_global_batch", False):
+            what = "learns its temperature"
+        else:
+            continue
+        key = f"datasets.{name}.loss" if name else "loss"
+        raise RecipeError(
+            f"{task.loss.name} {what}, which would diverge across the {world_size} processes: set "
+            f"{key}.gather_across_devices: true so every process computes the loss of the global batch."
+        )
 
 
 def run_recipe(
@@ -311,9 +326,11 @@ def run_recipe(
     prepare_output_dir(output_dir, recipe, resume)
     _check_processes(recipe)
     args = training_arguments(recipe, output_dir)  # bad training values fail before anything loads
-    data = locate(
-        recipe.data.dataset, recipe.data.format, recipe.data.split, file=recipe.data.file, subset=recipe.data.subset
-    )
+    tasks = recipe.tasks
+    data = {
+        name: locate(task.data.dataset, task.data.format, task.data.split, file=task.data.file, subset=task.data.subset)
+        for name, task in tasks.items()
+    }
     retrieval = recipe.evaluation.retrieval
     retrieval_data = locate(retrieval.dataset, "beir", retrieval.split) if retrieval is not None else None
     recipe_yaml = recipe.to_yaml()
@@ -323,16 +340,24 @@ def run_recipe(
     set_seed(recipe.seed)  # mining with sampling_strategy: random, and anything else drawn before the trainer
     path, message = _model_source(recipe.model.name)
     say(message)
-    say(f"data: {data.describe()}")
+    for name, located in data.items():
+        say(f"data{f' {name}' if name else ''}: {located.describe()}")
     model = SentenceTransformer(path, trust_remote_code=recipe.model.trust_remote_code)
     eval_length = model.max_seq_length
-    with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
-        train_dataset = build_train_dataset(recipe.data, data, model, model_path=path, log=say)
-    say(f"data: {len(train_dataset)} examples, columns {', '.join(train_dataset.column_names)}")
-    loss = build_loss(recipe, model, len(train_dataset))
-    if getattr(loss, "needs_dataset_indices", False):
-        train_dataset = add_index_column(train_dataset)
-    say(f"loss: {type(loss).__name__}, temperature {_temperature_text(loss)}")
+    train_datasets, losses = {}, {}
+    for name, task in tasks.items():
+        label = f" {name}" if name else ""
+        with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
+            dataset = build_train_dataset(task.data, data[name], model, model_path=path, log=say)
+        say(f"data{label}: {len(dataset)} examples, columns {', '.join(dataset.column_names)}")
+        losses[name] = build_loss(task, model, len(dataset))
+        if getattr(losses[name], "needs_dataset_indices", False):
+            dataset = add_index_column(dataset)
+        train_datasets[name] = dataset
+        say(f"loss{label}: {type(losses[name]).__name__}, temperature {_temperature_text(losses[name])}")
+    single = recipe.datasets is None  # one dataset and one loss, or sentence-transformers' dicts of them
+    train_dataset = train_datasets[""] if single else train_datasets
+    loss = losses[""] if single else losses
     retrieval_folder = beir_folder(retrieval_data) if retrieval_data is not None else None
 
     before = None
@@ -352,14 +377,14 @@ def run_recipe(
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator
     )
-    if has_loss_state(loss):
+    if any(has_loss_state(fn) for fn in losses.values()):
         track_loss_state(trainer)
-    elif hasattr(loss, "temperature_stats"):
+    elif any(hasattr(fn, "temperature_stats") for fn in losses.values()):
         log_temperature(trainer)
     trainer.add_callback(TrainingLogCallback(output_dir))
     timer = StepTimer()
     trainer.add_callback(timer)
-    if keeps_sample_temperatures(loss):
+    if single and keeps_sample_temperatures(loss):
         histograms = TemperatureHistogramCallback(loss, output_dir)
         histograms.trainer = trainer
         trainer.add_callback(histograms)
@@ -376,7 +401,8 @@ def run_recipe(
     write_history(output_dir, trainer.state.log_history)
 
     # The model is saved before the final evaluation, so a failing evaluation never costs the training.
-    section = _model_card_section(recipe, loss, data, len(train_dataset))
+    rows = {name: len(dataset) for name, dataset in train_datasets.items()}
+    section = _model_card_section(recipe, losses, data, rows)
     model_dir = save_model(model, output_dir, section, recipe_yaml)
     after = _scores(model, recipe, "after training", retrieval_folder, say)
     table = score_table(before, after)
@@ -387,7 +413,11 @@ def run_recipe(
     results = {
         "recipe": recipe.to_dict(),
         "model_dir": str(model_dir),
-        "data": {"source": data.source, "examples": len(train_dataset)},
+        "data": (
+            {"source": data[""].source, "examples": rows[""]}
+            if single
+            else {name: {"source": data[name].source, "examples": rows[name]} for name in tasks}
+        ),
         "scores": {"before": before, "after": after},
         "train": {
             "steps": trainer.state.global_step,

@@ -34,7 +34,11 @@ from tempnlp._io import write_text_atomic
 from tempnlp.data import resolve_model, snli_triplets
 from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, SogCLRLoss, TempNetLoss
 from tempnlp.temperature import (
+    CooldownTemperature,
+    CosineScheduleTemperature,
     DySTreSSTemperature,
+    GlobalDROTemperature,
+    Hardness,
     IndividualTemperature,
     LearnableTemperature,
     MACLTemperature,
@@ -51,6 +55,12 @@ class _Dimension384:
 
     def get_embedding_dimension(self) -> int:
         return 384
+
+
+def _at_step(schedule, step: int = 100, steps_per_epoch: int = 1000):
+    """A schedule told where training is, as the trainer's callback tells it before every step."""
+    schedule.set_progress(step, steps_per_epoch)
+    return schedule
 
 
 def variants(model, with_queue: bool) -> dict[str, torch.nn.Module]:
@@ -81,6 +91,13 @@ def variants(model, with_queue: bool) -> dict[str, torch.nn.Module]:
         "DCL individual": DCLLoss(model, temperature=IndividualTemperature(NUM_SAMPLES, **stateful)),
         "SogCLR MACL": SogCLRLoss(model, NUM_SAMPLES, temperature=MACLTemperature()),
         "SogCLR DySTreSS": SogCLRLoss(model, NUM_SAMPLES, temperature=DySTreSSTemperature()),
+        "InfoNCE global DRO": InfoNCELoss(model, temperature=GlobalDROTemperature(**stateful)),
+        "InfoNCE cosine schedule": InfoNCELoss(model, temperature=_at_step(CosineScheduleTemperature(0.03, 0.1))),
+        "InfoNCE cool-down": InfoNCELoss(model, temperature=_at_step(CooldownTemperature(0.1, 0.05, mode="linear"))),
+        "InfoNCE hardness (in-batch, 9)": InfoNCELoss(model, temperature=Hardness(0.05, "in_batch_negatives", 9.0)),
+        "MNRL hardness (in-batch, 9)": MultipleNegativesRankingLoss(
+            model, scale=20.0, hardness_mode="in_batch_negatives", hardness_strength=9.0
+        ),
     }
     if with_queue:
         losses["iSogCLR, queue 256"] = ISogCLRLoss(model, NUM_SAMPLES, queue_size=256, **stateful)

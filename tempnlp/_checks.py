@@ -30,6 +30,12 @@ def finite_float(name: str, value: object) -> float:
     return value
 
 
+def moving_average_weight(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} is a moving-average weight in (0, 1], got {value!r}.")
+    return float(value)
+
+
 def ordered_bounds(low_name: str, low: float, high_name: str, high: float) -> None:
     if low > high:
         raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high}); swap them or widen the range.")
@@ -51,23 +57,6 @@ def check_embeddings(name: str, embeddings: Tensor, *, batch_size: int | None, d
             f"{name} has embedding dimension {embeddings.size(1)} but the anchors have {dim}: "
             "encode every column with the same model."
         )
-
-
-def check_finite(embeddings: list[Tensor], names: list[str]) -> None:
-    """Raise when an embedding holds NaN or inf.
-
-    This is the loss's only host synchronisation (one fused reduction, one boolean read); losses expose
-    ``check_finite=False`` to skip it when throughput on an accelerator matters more than the early error.
-    """
-    flags = [emb.isfinite().all() for emb in embeddings]
-    if bool(torch.stack(flags).all()):
-        return
-    bad = [name for name, flag in zip(names, flags, strict=True) if not bool(flag)]
-    raise ValueError(
-        f"Non-finite (NaN or inf) values in the embeddings of {', '.join(bad)}. The encoder diverged or "
-        "overflowed: lower the learning rate, use bf16 instead of fp16, or enable gradient clipping "
-        "(max_grad_norm)."
-    )
 
 
 def _hint(hint: str) -> str:
@@ -95,7 +84,11 @@ def check_index_tensor(indices: object, rows: int, owner: str) -> Tensor:
 def check_finite_and_indices(
     embeddings: list[Tensor], names: list[str], indices: Tensor | None, num_samples: int | None
 ) -> None:
-    """Finite embeddings and, given indices, indices in ``[0, num_samples)`` and distinct: one host read."""
+    """Finite embeddings and, given indices, indices in ``[0, num_samples)`` and distinct: one host read.
+
+    This is the loss's only host synchronisation (one fused reduction, one boolean read per check); losses expose
+    ``check_finite=False`` to skip it when throughput on an accelerator matters more than the early error.
+    """
     flags = [emb.isfinite().all() for emb in embeddings]
     if indices is not None:
         ordered = indices.sort().values

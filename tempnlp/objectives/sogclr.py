@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from tempnlp._checks import moving_average_weight
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
@@ -104,9 +105,7 @@ class SogCLR(ContrastiveObjective):
                 f"The temperature policy keeps {policy_samples} samples but SogCLR {num_samples}: both index the "
                 "same training set, so give them the same num_samples."
             )
-        if not 0.0 < float(gamma) <= 1.0:
-            raise ValueError(f"gamma is a moving-average weight in (0, 1], got {gamma!r}.")
-        self.gamma = float(gamma)
+        self.gamma = moving_average_weight("gamma", gamma)
         if gamma_schedule not in ("constant", "cosine"):
             raise ValueError(f"gamma_schedule must be 'constant' or 'cosine', got {gamma_schedule!r}.")
         if gamma_schedule == "cosine" and (gamma_decay_epochs is None or not float(gamma_decay_epochs) > 0):
@@ -177,16 +176,18 @@ class SogCLR(ContrastiveObjective):
             log_s = log_g if indices is None else self._moving_average(direction.index, indices, log_g)
             weights = torch.exp(scaled - log_s.unsqueeze(1))  # p_ij, zero off the partition
         losses = (weights * h).sum(dim=1) / count
+        statistics = self.statistics(direction, tau, batch, in_partition=in_partition, log_partition=log_s)
         if tau.requires_grad:
             if tau.dim() == 2:
                 raise ValueError(
                     "SogCLR takes a learned temperature of one value or one per row, not one per entry: the "
                     "gradient of tau * log s is defined per row."
                 )
+            # d(tau log s)/d tau = log s - (1/n) sum_j p_ij h_ij / tau: the robust gradient without the KL radius
             with torch.no_grad():
-                tau_gradient = log_s - (weights * scaled.masked_fill(~in_partition, 0.0)).sum(dim=1) / count
+                tau_gradient = statistics.robust_gradient(0.0)
             losses = losses + (tau - tau.detach()) * tau_gradient
-        return losses, self.statistics(direction, tau, batch, in_partition=in_partition, log_partition=log_s)
+        return losses, statistics
 
     def _moving_average(self, direction: int, indices: Tensor, log_g: Tensor) -> Tensor:
         """``log s`` of the rows after this step, written to the state (with shared directions, after the second)."""

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from tempnlp._checks import ordered_bounds, positive_float
+from tempnlp._checks import moving_average_weight, ordered_bounds, positive_float
 from tempnlp.temperature.base import RowStatistics, TemperaturePolicy
 
 
@@ -35,6 +35,33 @@ class RobustTemperature(TemperaturePolicy):
         self.rho = positive_float("rho", rho, hint="The authors use 0.3-0.4 for unimodal data.")
         self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
         self._largest_batch = 0  # host-side, to tell a trailing short batch from a misconfigured rho
+        self._directions = 1
+        self._pending: Tensor | None = None  # the first direction's gradient, waiting for the second
+
+    def attach(self, directions: int) -> None:
+        self._directions = directions
+
+    def set_step_size(self, eta: float, beta: float) -> None:
+        """For the policies that take iSogCLR's step themselves (see :meth:`moved`)."""
+        self.eta = positive_float("eta", eta)
+        self.beta = moving_average_weight("beta", beta)
+
+    def moved(self, tau: Tensor, u: Tensor, gradient: Tensor) -> tuple[Tensor, Tensor]:
+        """iSogCLR's step: ``u = (1 - beta) u + beta G``, ``tau = clip(tau - eta u, tau_min, tau_max)``."""
+        u = (1.0 - self.beta) * u + self.beta * gradient
+        return (tau - self.eta * u).clamp(self.tau_min, self.tau_max), u
+
+    def once_for_both_directions(self, gradient: Tensor, direction: int) -> Tensor | None:
+        """For a temperature both directions share: None after the first direction (its gradient waits, so that
+        the second reads the temperature the first used), the mean of the two after the second."""
+        if self._directions < 2:
+            return gradient
+        if direction == 0:
+            self._pending = gradient
+            return None
+        gradient = gradient if self._pending is None else 0.5 * (self._pending + gradient)
+        self._pending = None
+        return gradient
 
     def check_partition_size(self, size: int, what: str = "negatives") -> None:
         """A tau step needs rho below log(partition size): a KL ball that wide contains every weighting."""
@@ -56,6 +83,7 @@ class RobustTemperature(TemperaturePolicy):
                 what = "candidates, the positive included" if statistics.positive_in_partition else "negatives"
                 self.check_partition_size(statistics.candidates, what)
             steps = False  # the epoch's remainder: train on it, leave its temperatures as they are
+            self._pending = None
         self._largest_batch = max(self._largest_batch, batch)
         return steps
 

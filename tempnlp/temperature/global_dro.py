@@ -5,7 +5,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tempnlp._checks import positive_float
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.dro import RobustTemperature
 
@@ -73,42 +72,24 @@ class GlobalDROTemperature(RobustTemperature):
         grad_clip: float | None = 5.0,
     ) -> None:
         super().__init__(tau_init, tau_min, tau_max, rho, grad_clip)
-        self.eta = positive_float("eta", eta)
-        if not 0.0 < float(beta) <= 1.0:
-            raise ValueError(f"beta is a moving-average weight in (0, 1], got {beta!r}.")
-        self.beta = float(beta)
+        self.set_step_size(eta, beta)
         self.register_buffer("tau", torch.tensor(self.tau_init, dtype=torch.float32))
         self.register_buffer("u", torch.zeros((), dtype=torch.float32))
-        self._directions = 1
-        self._pending: Tensor | None = None
-
-    def attach(self, directions: int) -> None:
-        self._directions = directions
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
         # a 0-d device tensor: no host read; evaluation uses the learned value too
         return self.tau.to(similarities.dtype, copy=True)  # a copy: observe() moves the buffer in place
 
     def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
-        if not torch.is_grad_enabled():
-            return row_losses
         if not self.steps(statistics):
-            self._pending = None
             return row_losses
-        with torch.no_grad():
-            gradient = statistics.robust_gradient(self.rho)
-            if self.grad_clip is not None:
-                gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
-            mean = gradient.mean()
-            if self._directions == 2:
-                if statistics.direction == 0:  # tau moves once a step, after both directions have used it
-                    self._pending = mean
-                    return row_losses
-                mean = mean if self._pending is None else 0.5 * (self._pending + mean)
-                self._pending = None
-            u = (1.0 - self.beta) * self.u + self.beta * mean.to(self.u.dtype)
-            self.u.copy_(u)
-            self.tau.copy_((self.tau - self.eta * u).clamp(self.tau_min, self.tau_max))
+        # one tau for every row of both directions: it moves once a step, after both have used it
+        mean = self.once_for_both_directions(self.clipped_gradient(statistics).mean(), statistics.direction)
+        if mean is not None:
+            with torch.no_grad():
+                tau, u = self.moved(self.tau, self.u, mean.to(self.u.dtype))
+                self.u.copy_(u)
+                self.tau.copy_(tau)
         return row_losses
 
     def get_config_dict(self) -> dict[str, Any]:

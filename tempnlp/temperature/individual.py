@@ -6,7 +6,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tempnlp._checks import positive_float
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.dro import RobustTemperature
 
@@ -105,17 +104,12 @@ class IndividualTemperature(RobustTemperature):
     ) -> None:
         super().__init__(tau_init, tau_min, tau_max, rho, grad_clip)
         self.share_directions = bool(share_directions)
-        self._directions = 1
-        self._pending: Tensor | None = None  # the first direction's gradient, with shared directions
         self.num_samples = check_num_samples(num_samples)
-        self.eta = positive_float("eta", eta)
-        if not 0.0 < float(beta) <= 1.0:
-            raise ValueError(f"beta is a moving-average weight in (0, 1], got {beta!r}.")
-        self.beta = float(beta)
+        self.set_step_size(eta, beta)
         self.states = nn.ModuleList([SampleTemperatures(num_samples, self.tau_init)])
 
     def attach(self, directions: int) -> None:
-        self._directions = directions
+        super().attach(directions)
         while len(self.states) < (1 if self.share_directions else directions):
             self.states.append(SampleTemperatures(self.num_samples, self.tau_init).to(self.states[0].tau.device))
 
@@ -142,22 +136,18 @@ class IndividualTemperature(RobustTemperature):
         state = self.state(statistics.direction)
         state.seen[indices] = True
         if not self.steps(statistics):
-            self._pending = None
             return row_losses
         with torch.no_grad():
             gradient = statistics.robust_gradient(self.rho)
-            if self.share_directions and self._directions == 2:
-                if statistics.direction == 0:  # tau moves once, after the second direction has read it too
-                    self._pending = gradient
+            if self.share_directions:  # clipped after averaging the two directions, as LibAUC does
+                gradient = self.once_for_both_directions(gradient, statistics.direction)
+                if gradient is None:
                     return row_losses
-                gradient = gradient if self._pending is None else 0.5 * (self._pending + gradient)
-                self._pending = None
             if self.grad_clip is not None:
                 gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
-            tau = statistics.tau
-            u = (1.0 - self.beta) * state.u[indices].to(tau.dtype) + self.beta * gradient
+            tau, u = self.moved(statistics.tau, state.u[indices].to(statistics.tau.dtype), gradient)
             state.u[indices] = u.to(state.u.dtype)
-            state.tau[indices] = (tau - self.eta * u).clamp(self.tau_min, self.tau_max).to(state.tau.dtype)
+            state.tau[indices] = tau.to(state.tau.dtype)
         return row_losses
 
     def sample_temperatures(self, direction: int = 0) -> Tensor | None:

@@ -111,9 +111,10 @@ class TempNetTemperature(RobustTemperature):
         self.records = (
             nn.ModuleList([SamplePredictions(num_samples, self.tau_init)]) if num_samples is not None else None
         )
-        self._predictions: dict[int, Tensor] = {}
+        self._prediction: Tensor | None = None  # differentiable in the network, until observe() takes it
 
     def attach(self, directions: int) -> None:
+        super().attach(directions)
         while self.records is not None and len(self.records) < directions:
             device = self.records[0].tau.device
             self.records.append(SamplePredictions(self.num_samples, self.tau_init).to(device))
@@ -128,13 +129,12 @@ class TempNetTemperature(RobustTemperature):
         if anchors is None:
             raise ValueError("TempNetTemperature predicts tau from the anchor embeddings: pass anchors=...")
         predicted = self.network(anchors).to(similarities.dtype)  # (B,), differentiable in the network only
-        # one pending prediction at a time: the objective observes each direction right after computing it
-        self._predictions = {context.get("direction", 0): predicted}
+        # the objective observes each direction right after computing it: one prediction waits at a time
+        self._prediction = predicted
         return predicted.detach()
 
     def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
-        predicted = self._predictions.pop(statistics.direction)
-        self._predictions = {}
+        predicted, self._prediction = self._prediction, None
         if not torch.is_grad_enabled():
             return row_losses
         if self.records is not None and statistics.indices is not None:

@@ -33,6 +33,7 @@ from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.individual import check_num_samples
+from tempnlp.temperature.schedule import TrainingPosition
 
 
 class PartitionEstimate(nn.Module):
@@ -48,7 +49,7 @@ class PartitionEstimate(nn.Module):
         return self.log_s.exp()
 
 
-class SogCLR(ContrastiveObjective):
+class SogCLR(TrainingPosition, ContrastiveObjective):
     """SogCLR at tensor level: ``objective(anchors, documents, indices)`` with any temperature policy.
 
     Args:
@@ -113,9 +114,7 @@ class SogCLR(ContrastiveObjective):
         self.gamma_schedule = gamma_schedule
         self.gamma_decay_epochs = None if gamma_decay_epochs is None else float(gamma_decay_epochs)
         if gamma_schedule == "cosine":  # the schedule's position, saved with the loss state
-            self.register_buffer("step", torch.zeros((), dtype=torch.long))
-            self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
-        self._position: tuple[int, int | None] | None = None  # host-side (step, steps per epoch)
+            self._register_position()
         self.share_directions = bool(share_directions)
         count = 1 if self.share_directions else self.directions
         self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(count))
@@ -129,29 +128,18 @@ class SogCLR(ContrastiveObjective):
     def needs_progress(self) -> bool:
         return self.gamma_schedule == "cosine"
 
-    def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
-        """The optimizer steps taken so far and the steps of one epoch (the cosine gamma schedule's clock)."""
-        known = self._position[1] if self._position is not None else None
-        length = int(steps_per_epoch) if steps_per_epoch is not None else known  # None keeps the known length
-        if self.gamma_schedule == "cosine":
-            self.step.fill_(int(step))
-            if length is not None:
-                self.steps_per_epoch.fill_(length)
-        self._position = (int(step), length)
-
     def current_gamma(self) -> float:
         """The moving-average weight of this step (host-side: the schedule needs no device read)."""
         if self.gamma_schedule == "constant":  # (read only in training: evaluation keeps no moving average)
             return self.gamma
-        if self._position is None and self.gamma_schedule == "cosine" and int(self.steps_per_epoch) > 0:
-            self._position = (int(self.step), int(self.steps_per_epoch))  # restored from a checkpoint: read once
-        if self._position is None or not self._position[1]:
+        position = self.training_position()
+        if position is None or not position[1]:
             raise ValueError(
                 "SogCLR's cosine gamma schedule follows the epoch, but nobody told it where training is: call "
                 "tempnlp.train.follow_progress(trainer) (track_loss_state does it too), or "
                 "objective.set_progress(step, steps_per_epoch) before each step."
             )
-        step, steps_per_epoch = self._position
+        step, steps_per_epoch = position
         epoch = step // steps_per_epoch
         if epoch >= self.gamma_decay_epochs:
             return self.gamma
@@ -214,7 +202,8 @@ class SogCLR(ContrastiveObjective):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         _upgrade_legacy_state(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._position = None  # a restored schedule position is read from the buffers at the next step
+        if self.gamma_schedule == "cosine":
+            self._forget_host_position()
 
     def extra_repr(self) -> str:
         return (

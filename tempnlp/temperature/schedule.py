@@ -16,7 +16,43 @@ from torch import Tensor
 from tempnlp.temperature.base import TemperaturePolicy
 
 
-class ScheduledTemperature(TemperaturePolicy):
+class TrainingPosition:
+    """For a module that follows training: the optimizer step and the steps of one epoch, as buffers saved with
+    the loss state, and their host-side copy, so that reading the position costs no device read (one, after a
+    restore). Call :meth:`_register_position` in ``__init__``; until then the position lives on the host only."""
+
+    _position: tuple[int, int | None] | None = None
+    _restored = False
+
+    def _register_position(self) -> None:
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
+        self._position: tuple[int, int | None] | None = None
+        self._restored = False
+
+    def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
+        """The optimizer steps taken so far (0 before the first), and the steps of one epoch; None keeps the length
+        already known."""
+        known = self._position[1] if self._position is not None else None
+        length = int(steps_per_epoch) if steps_per_epoch is not None else known
+        if "step" in self._buffers:
+            self.step.fill_(int(step))
+            if length is not None:
+                self.steps_per_epoch.fill_(length)
+        self._position = (int(step), length)
+
+    def training_position(self) -> tuple[int, int | None] | None:
+        """``(step, steps per epoch or None)``, or None when nobody has said where training is."""
+        if self._position is None and self._restored:
+            self._position = (int(self.step), int(self.steps_per_epoch) or None)  # read once after a restore
+        return self._position
+
+    def _forget_host_position(self) -> None:
+        """After ``load_state_dict``: the restored buffers hold the position; the host copy is read from them."""
+        self._position, self._restored = None, True
+
+
+class ScheduledTemperature(TrainingPosition, TemperaturePolicy):
     """Base of the schedules: subclasses implement :meth:`value_at` (the temperature at a position)."""
 
     needs_progress: ClassVar[bool] = True
@@ -33,42 +69,29 @@ class ScheduledTemperature(TemperaturePolicy):
             raise ValueError(f"{what}_epochs must be a positive number, got {period_epochs!r}.")
         self.period_steps = period_steps
         self.period_epochs = None if period_epochs is None else float(period_epochs)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
-        self._told = False  # host-side: has anyone said where training is?
-
-    def set_progress(self, step: int, steps_per_epoch: int | None = None) -> None:
-        """The optimizer steps taken so far (0 before the first), and the steps of one epoch (for ``*_epochs``)."""
-        self.step.fill_(int(step))
-        if steps_per_epoch is not None:  # None keeps the length already known
-            self.steps_per_epoch.fill_(int(steps_per_epoch))
-            self._steps_per_epoch_host = int(steps_per_epoch)
-        self._told = True
+        self._register_position()
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._told = True  # a restored position is a known one
-        self.__dict__.pop("_steps_per_epoch_host", None)  # read the restored length at the next step
+        self._forget_host_position()
 
     def length_in_steps(self, steps_per_epoch: int) -> float:
         return float(self.period_steps) if self.period_steps is not None else self.period_epochs * steps_per_epoch
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
-        if torch.is_grad_enabled() and not self._told:
+        known = self.training_position()
+        if known is None and torch.is_grad_enabled():
             raise ValueError(
                 f"{type(self).__name__} follows training, but nobody told it where training is. With a "
                 "SentenceTransformerTrainer call tempnlp.train.follow_progress(trainer) (track_loss_state does it "
                 "too); in your own loop call policy.set_progress(step, steps_per_epoch) before each step."
             )
-        steps_per_epoch = getattr(self, "_steps_per_epoch_host", None)  # set by set_progress
+        steps_per_epoch = known[1] if known is not None else None
         if self.period_epochs is not None and not steps_per_epoch:
-            steps_per_epoch = int(self.steps_per_epoch)  # restored from a checkpoint: one host read, once
-            self._steps_per_epoch_host = steps_per_epoch
-            if steps_per_epoch < 1:
-                raise ValueError(f"{type(self).__name__} counts in epochs but knows no epoch length: pass it to "
-                                 "set_progress(step, steps_per_epoch).")  # fmt: skip
+            raise ValueError(f"{type(self).__name__} counts in epochs but knows no epoch length: pass it to "
+                             "set_progress(step, steps_per_epoch).")  # fmt: skip
         length = self.length_in_steps(steps_per_epoch or 0)
-        position = self.step.to(similarities.dtype)
+        position = self.step.to(similarities.dtype)  # the device copy of the step: no host-to-device transfer
         return self.value_at(position, length).to(similarities.dtype)
 
     def value_at(self, position: Tensor, length: float) -> Tensor:

@@ -16,6 +16,7 @@ import argparse
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,33 @@ GRIDS = ROOT / "eval" / "grids"
 RESULTS = ROOT / "eval" / "results" / "grids"
 REPORT = ROOT / "eval" / "report.md"
 PLOTS = ROOT / "eval" / "results" / "plots"
-ORDER = ["nli-minilm", "wiki-minilm-1ep", "wiki-minilm-5ep", "scifact-minilm"]  # grids 1, 2, 3
+ORDER = [  # grids 1, 2, 3 and 4
+    *("nli-minilm", "wiki-minilm-1ep", "wiki-minilm-5ep", "scifact-minilm"),
+    *("nli-tau-regret", "scifact-tau-regret"),
+]
 # Strategies whose temperature is not one fixed number, and their variants (isogclr-queue). SogCLR and DCL change
 # the objective at a fixed tau: they are compared like every strategy, but are not candidates for "best adaptive".
-ADAPTIVE = {"learnable", "macl", "dystress", "isogclr", "tempnet"}
+ADAPTIVE = {
+    *("learnable", "macl", "dystress", "isogclr", "tempnet", "individual"),
+    *("global-dro", "cosine", "cooldown", "hardness"),
+}
+# The gain over the best fixed tau that counts as worth having, per metric (x 100): grid 4's stretch targets.
+STRETCH = {"sts": 0.3, "retrieval": 1.0}
+
+
+def is_adaptive(strategy: str) -> bool:
+    return any(strategy == name or strategy.startswith(f"{name}-") for name in ADAPTIVE)
+
+
+def fixed_temperatures(grid: dict[str, Any]) -> dict[str, float]:
+    """The strategies that set nothing but ``loss.temperature: <number>`` on the grid's shared loss, with that number:
+    the points of the grid's fixed-tau curve (a strategy that also changes the loss is not on it)."""
+    found = {}
+    for name, strategy in grid["strategies"].items():
+        value = (strategy or {}).get("loss.temperature")
+        if len(strategy or {}) == 1 and isinstance(value, int | float) and not isinstance(value, bool):
+            found[name] = float(value)
+    return dict(sorted(found.items(), key=lambda item: item[1]))
 
 
 def load_results(results: Path, grid: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -216,7 +240,7 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
     lines = []
     trained = [s for s in found if _trained(found[s])]
     averages = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in found}
-    adaptive = [s for s in trained if s.split("-")[0] in ADAPTIVE]  # isogclr-queue is an isogclr variant
+    adaptive = [s for s in trained if is_adaptive(s)]
     gains = {s: paired_differences(found, s, reference, [summary]) for s in adaptive} if reference in found else {}
     gains = {s: float(d.mean()) for s, d in gains.items() if d.size}  # paired: unfinished seeds do not count
     if gains:
@@ -247,6 +271,163 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
             verdict += f"; no reference cell of the same seed on the same machine for {', '.join(unpaired)}"
         lines.append(f"- Time per step within 1.05x of the reference: {verdict}.")
     return lines
+
+
+@dataclass
+class Regret:
+    """One strategy against the fixed-tau curve of its grid: regret is the fixed tau's score minus the strategy's,
+    paired by seed (positive: the strategy scores below), so ``<= 0`` means at or above."""
+
+    strategy: str
+    mean: float
+    spread: str
+    best: float  # against the fixed tau with the best mean over seeds, per seed
+    seeds_at_or_above: int
+    seeds: int
+    median: float | None  # against the median of the fixed taus' scores, per seed
+    rank: int
+
+
+def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str):
+    """``(best fixed strategy, its tau, [Regret per trained strategy])``, or None without two finished fixed taus."""
+    fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
+    if len(fixed) < 2:
+        return None
+    trained = [s for s in found if _trained(found[s])]
+    means = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in trained}
+    best = max(fixed, key=lambda name: (means[name], -fixed[name]))
+    complete = sorted(set.intersection(*(set(found[name]) for name in fixed)))  # seeds every fixed tau finished
+    medians = {seed: float(np.median([found[name][seed]["scores"][summary] for name in fixed])) for seed in complete}
+    order = sorted(trained, key=lambda s: -means[s])
+    rows = []
+    for strategy in trained:
+        cells = found[strategy]
+        shared = sorted(set(cells) & set(found[best]))
+        against_best = [found[best][seed]["scores"][summary] - cells[seed]["scores"][summary] for seed in shared]
+        against_median = [medians[seed] - cells[seed]["scores"][summary] for seed in sorted(set(cells) & set(medians))]
+        rows.append(
+            Regret(
+                strategy=strategy,
+                mean=means[strategy],
+                spread=_mean_std([c["scores"][summary] for c in cells.values()]),
+                best=float(np.mean(against_best)),
+                seeds_at_or_above=sum(value <= 0 for value in against_best),
+                seeds=len(against_best),
+                median=float(np.mean(against_median)) if against_median else None,
+                rank=order.index(strategy) + 1,
+            )
+        )
+    return best, fixed[best], rows
+
+
+def _tau_text(tau: float) -> str:
+    return f"{tau:g}"
+
+
+def regret_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
+    _, tau, rows = regrets(grid, found, summary)
+    fixed = fixed_temperatures(grid)
+    lines = [
+        f"| strategy | tau | {summary} | regret vs best fixed tau ({_tau_text(tau)}) | seeds at or above it | "
+        "regret vs median fixed tau | rank |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        kind = "adaptive" if is_adaptive(row.strategy) else "-"
+        kind = _tau_text(fixed[row.strategy]) if row.strategy in fixed else kind
+        median = "-" if row.median is None else f"{row.median:+.2f}"
+        lines.append(
+            f"| {row.strategy} | {kind} | {row.spread} | {row.best:+.2f} | {row.seeds_at_or_above} / {row.seeds} | "
+            f"{median} | {row.rank} |"
+        )
+    return lines
+
+
+def regret_targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
+    best, tau, rows = regrets(grid, found, summary)
+    adaptive = sorted((row for row in rows if is_adaptive(row.strategy)), key=lambda row: row.best)
+    if not adaptive:
+        return []
+    stretch = STRETCH[grid["metric"]]
+    closest = adaptive[0]
+    best_mean = next(row.mean for row in rows if row.strategy == best)
+    lines = [f"- Best fixed tau: {_tau_text(tau)} (`{best}`), {best_mean:.2f} {summary}."]
+    winners = [row for row in adaptive if row.best <= 0]
+    if winners:
+        named = ", ".join(f"{row.strategy} ({row.best:+.2f})" for row in winners)
+        lines.append(
+            f"- An adaptive strategy at its defaults at or above the best fixed tau (regret <= 0): met by {named}."
+        )
+    else:
+        lines.append(
+            f"- An adaptive strategy at its defaults at or above the best fixed tau (regret <= 0): not met; the "
+            f"closest is {closest.strategy}, regret {closest.best:+.2f}."
+        )
+    verdict = "met by " + closest.strategy if closest.best <= -stretch else "not met"
+    lines.append(f"- Stretch, {stretch:+.1f} {summary} above the best fixed tau (regret <= {-stretch:.1f}): {verdict}.")
+    return lines
+
+
+def plot_fixed_curve(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> bytes | None:
+    fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
+    if len(fixed) < 2:
+        return None
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    taus = list(fixed.values())
+    scores = [[c["scores"][summary] for c in found[name].values()] for name in fixed]
+    axis.errorbar(
+        taus,
+        [np.mean(values) for values in scores],
+        yerr=[np.std(values, ddof=1) if len(values) > 1 else 0.0 for values in scores],
+        fmt="o-",
+        color="black",
+        capsize=3,
+        label="fixed tau (mean ± std over seeds)",
+    )
+    colours = plt.get_cmap("tab10")
+    adaptive = [s for s in found if is_adaptive(s) and _trained(found[s])]
+    for number, strategy in enumerate(adaptive):
+        values = [c["scores"][summary] for c in found[strategy].values()]
+        colour = colours(number % 10)
+        axis.axhspan(min(values), max(values), color=colour, alpha=0.15, linewidth=0)
+        axis.axhline(float(np.mean(values)), color=colour, linewidth=1, label=f"{strategy} (band: seed range)")
+    axis.set_xscale("log")
+    axis.set_xticks(taus, [_tau_text(tau) for tau in taus])
+    axis.minorticks_off()
+    return _png(
+        figure,
+        axis,
+        xlabel="fixed temperature tau",
+        ylabel=summary,
+        title=f"{grid['name']}: fixed tau against adaptive strategies at their defaults",
+    )
+
+
+def across_grids(sections: list[tuple[dict[str, Any], dict[str, dict[int, dict[str, Any]]], str]]) -> list[str]:
+    """Every adaptive strategy's regret in each grid that has a fixed-tau curve, and whether one strategy is at or
+    above the best fixed tau in all of them."""
+    with_curve = [(grid, regrets(grid, found, summary)) for grid, found, summary in sections]
+    with_curve = [(grid, result) for grid, result in with_curve if result is not None]
+    if len(with_curve) < 2:
+        return []
+    names = [grid["name"] for grid, _ in with_curve]
+    table = {grid["name"]: {row.strategy: row for row in rows} for grid, (_, _, rows) in with_curve}
+    strategies = [s for s in table[names[0]] if is_adaptive(s) and all(s in table[name] for name in names)]
+    lines = [
+        "## Adaptive temperatures against the best fixed tau, every grid",
+        "",
+        "Regret is the best fixed tau's score minus the strategy's, paired by seed (positive: below it); a "
+        "strategy needs regret <= 0 in every grid to replace tuning tau.",
+        "",
+        "| strategy | " + " | ".join(f"regret {name}" for name in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for strategy in strategies:
+        lines.append(f"| {strategy} | " + " | ".join(f"{table[n][strategy].best:+.2f}" for n in names) + " |")
+    everywhere = [s for s in strategies if all(table[n][s].best <= 0 for n in names)]
+    verdict = "met by " + ", ".join(everywhere) if everywhere else "not met"
+    return [*lines, "", f"- One adaptive strategy at or above the best fixed tau in every grid: {verdict}.", ""]
 
 
 def _final_median_tau(record: dict[str, Any]) -> float | None:
@@ -462,6 +643,20 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "### Targets",
             "",
             *targets(grid, found, summary),
+            *(regret_targets(grid, found, summary) if regrets(grid, found, summary) else []),
+            "",
+        ]
+    if regrets(grid, found, summary):
+        lines += [
+            "### Against the fixed-tau curve",
+            "",
+            f"Regret is a fixed tau's {summary} minus the strategy's, paired by seed and averaged over the seeds "
+            "both ran (positive: the strategy scores below). The best fixed tau is the one with the best mean over "
+            "seeds, as a user tuning tau on this task would pick it; the median fixed tau is, per seed, the median "
+            "of the fixed taus' scores (seeds where every fixed tau finished), what an untuned pick gives. Rank is "
+            f"by mean {summary} among the trained strategies.",
+            "",
+            *regret_table(grid, found, summary),
             "",
         ]
     if grid.get("compare_with"):
@@ -484,6 +679,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
                 "",
             ]
     figures = [
+        ("fixed-tau", plot_fixed_curve(grid, found, summary), "fixed tau against adaptive strategies"),
         ("temperature", plot_temperatures(grid, found), "temperature over training"),
         ("per-sample", plot_per_sample(grid, found), "learned per-sample temperatures"),
         ("cost", plot_cost(grid, found, summary), f"{summary} against wall time"),
@@ -533,8 +729,15 @@ def build_report(grids: Path = GRIDS, results: Path = RESULTS, report: Path = RE
         "",
     ]
     paths = sorted(grids.glob("*.yaml"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    sections = []
     for path in paths:
-        lines += grid_section(load_grid(path), path, results, plots, root)
+        grid = load_grid(path)
+        lines += grid_section(grid, path, results, plots, root)
+        found = load_results(results, grid)
+        if found:
+            metrics = _metrics(found)
+            sections.append((grid, found, "avg" if "avg" in metrics else metrics[0]))
+    lines += across_grids(sections)
     text = "\n".join(lines).rstrip() + "\n"
     write_text_atomic(report, text)
     return text

@@ -348,3 +348,73 @@ def test_resumed_cells_count_for_step_time_only_and_one_resumed_after_its_last_s
     assert f"| macl | {step:.3f} | {step:.3f} | {wall:.0f} | {wall / 100.0:.2f} | 1000 | 1.00 |" in text
     assert "left out of wall time and memory: macl seed 2, macl seed 3." in text
     assert "not for macl (1.260x)" in text
+
+
+def _fixed_tau_grid(tmp_path: Path, rng: np.random.Generator, name: str, shifts: dict[str, float]) -> dict:
+    """A grid with three fixed taus and two adaptive strategies; each strategy's scores are a shift plus noise."""
+    strategies = {
+        "base-model": {"train": False},
+        "fixed-0.01": {"loss.temperature": 0.01},
+        "fixed-0.05": {"loss.temperature": 0.05},
+        "fixed-0.1": {"loss.temperature": 0.1},
+        "macl": {"loss.temperature": "macl"},
+        "cosine": {"loss.temperature": {"policy": "cosine", "tau_min": 0.03, "tau_max": 0.1}},
+    }
+    _grid_file(tmp_path, strategies, seeds=[1, 2, 3], name=name, reference="fixed-0.05")
+    results = tmp_path / "eval" / "results" / "grids"
+    cells = {"base-model": {1: _record("base-model", 1, dict(zip(TASKS, [70.0, 80.0, 82.0], strict=True)), False)}}
+    for strategy, shift in shifts.items():
+        cells[strategy] = {}
+        for seed in (1, 2, 3):
+            values = [round(base + shift + rng.normal(0, 0.3), 4) for base in (71.0, 81.0, 82.5)]
+            cells[strategy][seed] = _record(strategy, seed, dict(zip(TASKS, values, strict=True)))
+    for strategy, seeds in cells.items():
+        for seed, record in seeds.items():
+            path = results / name / strategy / f"seed-{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**record, "grid": name}))
+    return cells
+
+
+def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path):
+    rng = np.random.default_rng(5)
+    first = {"fixed-0.01": -0.8, "fixed-0.05": 0.4, "fixed-0.1": 0.0, "macl": 0.2, "cosine": 0.9}
+    second = {"fixed-0.01": 0.6, "fixed-0.05": 0.0, "fixed-0.1": -1.0, "macl": -0.2, "cosine": 0.8}
+    cells = _fixed_tau_grid(tmp_path, rng, "tiny", first)
+    other = _fixed_tau_grid(tmp_path, rng, "tiny-other", second)
+    (tmp_path / "eval" / "results" / "grids" / "tiny" / "cosine" / "seed-3.json").unlink()  # unfinished: paired
+    del cells["cosine"][3]
+    grids = tmp_path / "grids"
+    text = report_module.build_report(
+        grids, tmp_path / "eval" / "results" / "grids", tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots"
+    )
+    section = text.split("## tiny\n")[1].split("## tiny-other")[0]
+
+    def avg(strategy, seed, found=cells):
+        return found[strategy][seed]["scores"]["avg"]
+
+    fixed = ["fixed-0.01", "fixed-0.05", "fixed-0.1"]
+    means = {s: np.mean([avg(s, seed) for seed in cells[s]]) for s in cells if s != "base-model"}
+    best = max(fixed, key=means.get)
+    assert best == "fixed-0.05"
+    order = sorted(means, key=lambda s: -means[s])
+    for strategy in ("macl", "cosine", "fixed-0.1"):
+        seeds = sorted(cells[strategy])
+        regret = np.mean([avg(best, seed) - avg(strategy, seed) for seed in seeds])
+        at_or_above = sum(avg(strategy, seed) >= avg(best, seed) for seed in seeds)
+        median = np.mean([np.median([avg(f, seed) for f in fixed]) - avg(strategy, seed) for seed in seeds])
+        row = f"| {regret:+.2f} | {at_or_above} / {len(seeds)} | {median:+.2f} | {order.index(strategy) + 1} |"
+        assert row in section.split(f"| {strategy} | ")[-1].splitlines()[0], strategy
+    cosine_regret = np.mean([avg(best, s) - avg("cosine", s) for s in (1, 2)])
+    assert cosine_regret < 0  # shifted 0.5 above the best fixed tau
+    assert f"met by cosine ({cosine_regret:+.2f})" in section
+    assert "Best fixed tau: 0.05 (`fixed-0.05`)" in section
+    assert "| macl | adaptive |" in section and "| fixed-0.1 | 0.1 |" in section
+    assert (tmp_path / "eval" / "plots" / "tiny-fixed-tau.png").read_bytes()[:4] == b"\x89PNG"
+
+    # across grids: cosine is at or above the best fixed tau in both, macl in neither
+    across = text.split("## Adaptive temperatures against the best fixed tau, every grid")[1]
+    other_best = max(fixed, key=lambda s: np.mean([avg(s, seed, other) for seed in (1, 2, 3)]))
+    other_regret = np.mean([avg(other_best, s, other) - avg("cosine", s, other) for s in (1, 2, 3)])
+    assert f"| cosine | {cosine_regret:+.2f} | {other_regret:+.2f} |" in across
+    assert "One adaptive strategy at or above the best fixed tau in every grid: met by cosine." in across

@@ -1,0 +1,178 @@
+"""Every number the README's results section quotes is the one the generated eval/report.md holds.
+
+The report is itself checked byte for byte against the committed result files (tests/test_grid_report.py), so a
+README number that passes here is a number the grid produced. The test reads the report's tables as a reader
+would (by grid, table and row), formats each quoted sentence from them, and also fails on any number in the
+results section that no check here covers, so a number cannot be added to the README unchecked.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_HEADING = "## Results: temperature strategies compared"
+
+
+def _tables(report: str) -> dict[str, dict[str, list[dict[str, str]]]]:
+    """``{grid: {subsection heading: [row as {column: cell}]}}`` for every markdown table in the report."""
+    grids: dict[str, dict[str, list[dict[str, str]]]] = {}
+    grid = section = ""
+    header: list[str] | None = None
+    for line in report.splitlines():
+        if line.startswith("## "):
+            grid, section, header = line[3:].strip(), "", None
+            grids[grid] = {}
+        elif line.startswith("### "):
+            section, header = line[4:].strip(), None
+        elif line.startswith("|") and grid:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if header is None:  # a repeated column name gets its position: "× reference", "× reference 2", ...
+                header = [
+                    name if cells[:i].count(name) == 0 else f"{name} {cells[:i].count(name) + 1}"
+                    for i, name in enumerate(cells)
+                ]
+            elif not set("".join(cells)) <= set("-"):
+                grids[grid].setdefault(section, []).append(dict(zip(header, cells, strict=True)))
+        else:
+            header = None
+    return grids
+
+
+class Report:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tables = _tables(text)
+
+    def row(self, grid: str, section: str, strategy: str) -> dict[str, str]:
+        matches = [name for name in self.tables[grid] if name.startswith(section)]
+        assert matches, f"{grid}: no table under a heading starting with {section!r}"
+        for row in self.tables[grid][matches[0]]:
+            if row["strategy"] == strategy:
+                return row
+        raise AssertionError(f"{grid}/{section}: no row {strategy!r}")
+
+    def score(self, grid: str, strategy: str, metric: str = "avg") -> str:
+        return self.row(grid, "Scores", strategy)[metric].split(" ± ")[0]
+
+    def delta(self, grid: str, strategy: str, column: str = "Δ avg") -> str:
+        return self.row(grid, "Against the reference", strategy)[column]
+
+    def seeds_better(self, grid: str, strategy: str) -> str:
+        return self.delta(grid, strategy, "seeds better / worse").split(" / ")[0]
+
+    def pairs(self, grid: str, strategy: str) -> tuple[str, str]:
+        better, worse = self.delta(grid, strategy, "better / worse").split(" / ")
+        return better, worse
+
+    def per_task(self, grid: str, strategy: str, task: str) -> str:
+        # the per-task table has no heading of its own: it is the second table under "Against the reference"
+        section = next(name for name in self.tables[grid] if name.startswith("Against the reference"))
+        rows = [row for row in self.tables[grid][section] if task in row and row["strategy"] == strategy]
+        assert rows, f"{grid}: no per-task row {strategy!r}"
+        return rows[0][task]
+
+    def step_ratios(self, grid: str) -> list[float]:
+        section = next(name for name in self.tables[grid] if name.startswith("Cost"))
+        reference = next(name for name in self.tables[grid] if name.startswith("Against the reference"))
+        ref = reference.split("`")[1]
+        return [
+            float(row["× reference"])
+            for row in self.tables[grid][section]
+            if row["strategy"] != ref and row["× reference"] != "-"
+        ]
+
+    def finished(self, grid: str) -> tuple[int, int]:
+        block = self.text.split(f"## {grid}\n")[1]
+        done, total = re.search(r"Cells finished: (\d+) of (\d+)\.", block).groups()
+        return int(done), int(total)
+
+
+@pytest.fixture(scope="module")
+def report() -> Report:
+    return Report((ROOT / "eval" / "report.md").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def results_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert RESULTS_HEADING in readme
+    return readme.split(RESULTS_HEADING)[1].split("\n## ")[0]
+
+
+def _quoted_sentences(r: Report) -> list[str]:
+    nli, wiki1, wiki5, scifact = "nli-minilm", "wiki-minilm-1ep", "wiki-minilm-5ep", "scifact-minilm"
+
+    def against(grid: str, strategy: str) -> str:
+        return f"{r.delta(grid, strategy)}, above it in {r.seeds_better(grid, strategy)} of 3 seeds"
+
+    objective_losses = ["sogclr", "dcl", "isogclr", "isogclr-queue", "tempnet"]
+    worse = {name: r.pairs(nli, name)[1] for name in objective_losses}
+    sentences = [
+        # grid 1
+        f"the untrained model scores {r.score(nli, 'base-model')} and MNRL (fixed tau 0.05) {r.score(nli, 'mnrl')}",
+        f"learnable tau {r.score(nli, 'learnable')} ({against(nli, 'learnable')}, Wilcoxon p "
+        f"{r.delta(nli, 'learnable', 'Wilcoxon p')} over the 21 (seed, task) pairs)",
+        f"DySTreSS {r.score(nli, 'dystress')} ({against(nli, 'dystress')})",
+        f"MACL {r.score(nli, 'macl')} ({against(nli, 'macl')})",
+        f"loses {r.per_task(nli, 'macl', 'STS13')} on STS13",
+        "every loss without the positive in its denominator is below MNRL on average and on at least "
+        f"{min(int(n) for n in worse.values())} of the 21 (seed, task) pairs: "
+        + ", ".join(
+            f"{label} {r.delta(nli, name)} ({worse[name]} of 21)"
+            for label, name in zip(
+                ["SogCLR", "DCL", "iSogCLR", "iSogCLR with the queue", "TempNet"], objective_losses, strict=True
+            )
+        ),
+        f"at that rho both score as SogCLR does ({r.score(nli, 'isogclr-rho3.8')}, {r.score(nli, 'tempnet-rho3.8')} "
+        f"vs {r.score(nli, 'sogclr')})",
+        f"the remaining {r.delta(nli, 'sogclr')} to MNRL is the SogCLR/RGCL estimator itself",
+        # grid 2
+        f"iSogCLR and SogCLR score the same at one epoch ({r.score(wiki1, 'isogclr')} and {r.score(wiki1, 'sogclr')})",
+        f"MACL is the closest any adaptive temperature comes to the +0.3 target: {r.delta(wiki1, 'macl')} over MNRL "
+        f"at one epoch, above it in {r.seeds_better(wiki1, 'macl')} of 3 seeds ({r.pairs(wiki1, 'macl')[0]} of 21 "
+        f"(seed, task) pairs, Wilcoxon p {r.delta(wiki1, 'macl', 'Wilcoxon p')}); at five epochs "
+        f"{r.delta(wiki5, 'macl')}",
+        f"iSogCLR scores {r.score(wiki5, 'isogclr')} against SogCLR's {r.score(wiki5, 'sogclr')}",
+        f"its difference to MNRL moves from {r.delta(wiki1, 'isogclr')} at one epoch to {r.delta(wiki5, 'isogclr')} "
+        "at five",
+        f"DCL ({r.delta(wiki1, 'dcl')} and {r.delta(wiki5, 'dcl')}) and SogCLR ({r.delta(wiki1, 'sogclr')} and "
+        f"{r.delta(wiki5, 'sogclr')})",
+        f"TempNet goes from {r.delta(wiki1, 'tempnet')} to {r.delta(wiki5, 'tempnet')}",
+        # grid 3
+        f"fixed symmetric InfoNCE lifts the model from {r.score(scifact, 'base-model', 'ndcg@10')} to "
+        f"{r.score(scifact, 'fixed', 'ndcg@10')}",
+        f"bimodal iSogCLR ({r.score(scifact, 'isogclr', 'ndcg@10')}) and TempNet "
+        f"({r.score(scifact, 'tempnet', 'ndcg@10')}) stay near the untrained model, "
+        f"{r.delta(scifact, 'isogclr', 'Δ ndcg@10')} and {r.delta(scifact, 'tempnet', 'Δ ndcg@10')} against fixed "
+        f"InfoNCE (below it in {r.pairs(scifact, 'isogclr')[1]} and {r.pairs(scifact, 'tempnet')[1]} of 3 seeds)",
+        f"SogCLR, iSogCLR's objective at the fixed tau 0.05, scores {r.score(scifact, 'sogclr', 'ndcg@10')}, "
+        f"{r.delta(scifact, 'sogclr', 'Δ ndcg@10')} against fixed InfoNCE",
+    ]
+    for grid, number in ((nli, 1), (wiki1, 2), (wiki5, 2), (scifact, 3)):
+        ratios = r.step_ratios(grid)
+        sentences.append(f"grid {number} ({grid}): {min(ratios):.2f}x to {max(ratios):.2f}x")
+    for grid in ("nli-tau-regret", "scifact-tau-regret"):
+        done, total = r.finished(grid)
+        sentences.append(f"`{grid}`: {done} of {total} cells")
+    return sentences
+
+
+def test_every_sentence_the_readme_quotes_from_the_report_holds(report, results_section):
+    flat = " ".join(results_section.split())
+    missing = [sentence for sentence in _quoted_sentences(report) if sentence not in flat]
+    assert not missing, "README results section does not say (from eval/report.md):\n" + "\n".join(missing)
+
+
+def test_no_number_in_the_readme_results_goes_unchecked(report, results_section):
+    number = re.compile(r"(?<![\d.])[+-]?\d+\.\d+")
+    checked = {value.lstrip("+") for value in number.findall(" ".join(_quoted_sentences(report)))}
+    flat = " ".join(results_section.split())
+    # commands, file names and the grids' settings (lr 5e-5, tau 0.05) are not results from the report
+    prose = re.sub(r"`[^`]*`|\[[^\]]*\]\([^)]*\)", " ", flat)
+    settings = {"0.05", "0.3", "0.01", "0.02", "0.1", "3.8", "0.005"}
+    unchecked = [value for value in number.findall(prose) if value.lstrip("+") not in checked | settings]
+    assert not unchecked, f"README results quote numbers no check covers: {unchecked}"

@@ -82,16 +82,23 @@ def check_index_tensor(indices: object, rows: int, owner: str) -> Tensor:
 
 
 def check_finite_and_indices(
-    embeddings: list[Tensor], names: list[str], indices: Tensor | None, num_samples: int | None
+    embeddings: list[Tensor],
+    names: list[str],
+    indices: Tensor | None,
+    num_samples: int | None,
+    local_indices: Tensor | None = None,
 ) -> None:
     """Finite embeddings and, given indices, indices in ``[0, num_samples)`` and distinct: one host read.
+
+    Under gathering, ``local_indices`` are this rank's: they must be distinct, while the same index on two ranks
+    is allowed (its state is written once, see :mod:`tempnlp._rows`).
 
     This is the loss's only host synchronisation (one fused reduction, one boolean read per check); losses expose
     ``check_finite=False`` to skip it when throughput on an accelerator matters more than the early error.
     """
     flags = [emb.isfinite().all() for emb in embeddings]
     if indices is not None:
-        ordered = indices.sort().values
+        ordered = (indices if local_indices is None else local_indices).sort().values
         flags += [(indices >= 0).all() & (indices < (num_samples or 0)).all(), (ordered[1:] != ordered[:-1]).all()]
     values = torch.stack(flags).tolist()
     finite = values[: len(embeddings)]

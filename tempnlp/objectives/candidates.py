@@ -150,8 +150,6 @@ def build_candidates(
     columns = as_columns(documents)
     check_embeddings("anchors", anchors, batch_size=None, dim=None)
     batch_size, dim = anchors.shape
-    if batch_size < 1:
-        raise ValueError("anchors is empty: a contrastive loss needs at least one (anchor, positive) pair.")
     for position, column in enumerate(columns):
         check_embeddings(
             "positives" if position == 0 else f"negatives_{position}", column, batch_size=batch_size, dim=dim
@@ -165,10 +163,16 @@ def build_candidates(
         indices = indices.to(device=anchors.device)
     else:
         indices = None
+    local_indices = indices
+    # under gathering a rank may hold no rows; it still joins the collectives, and only an empty global batch fails
     anchors, columns, indices = global_batch(objective, anchors, columns, indices, per_sample=wants_indices)
+    if anchors.size(0) < 1:
+        raise ValueError("anchors is empty: a contrastive loss needs at least one (anchor, positive) pair.")
     if objective.check_finite:
         names = ["anchors", "positives"] + [f"negatives_{i}" for i in range(1, len(columns))]
-        check_finite_and_indices([anchors, *columns], names, indices, objective.num_samples)
+        gathered = local_indices is not indices
+        local = local_indices if gathered else None
+        check_finite_and_indices([anchors, *columns], names, indices, objective.num_samples, local)
 
     anchors_normalized = F.normalize(anchors, p=2, dim=1)
     documents_all = torch.cat([*columns, extra_negatives] if extra_negatives is not None else columns, dim=0)

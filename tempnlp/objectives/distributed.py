@@ -7,6 +7,12 @@ copy sends the gradient of that global loss back to its own rows (the gather's b
 factor of world size, which DistributedDataParallel's gradient averaging divides out again), so the parameter
 gradients equal those of one process on the global batch. The loss itself is computed world-size times; it is
 small next to the encoder.
+
+Ranks may hold different numbers of rows (a short last batch, a loop without ``drop_last``): the gather exchanges
+the row counts first, one host read of a ``world_size``-long tensor per step, and pads to the longest. Ranks may
+also hold the same dataset index in one step (a sampler that refills its last batches with used samples): the
+loss counts each row, and per-sample state is written once per index, from the row of the lowest rank
+(:func:`tempnlp._rows.write_rows`), so every rank stores the same value whatever order the writes land in.
 """
 
 from __future__ import annotations
@@ -28,25 +34,40 @@ class _GatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:
-        ctx.rank, ctx.rows = dist.get_rank(), tensor.size(0)
-        return gather(tensor)
+    def forward(ctx, tensor: Tensor, sizes: list[int]) -> Tensor:
+        rank = dist.get_rank()
+        ctx.start, ctx.stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        return gather(tensor, sizes)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+        return grad[ctx.start : ctx.stop], None
 
 
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    return _GatherWithGrad.apply(tensor)
+def gather_with_grad(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    return _GatherWithGrad.apply(tensor, row_counts(tensor) if sizes is None else sizes)
 
 
-def gather(tensor: Tensor) -> Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
+def row_counts(tensor: Tensor) -> list[int]:
+    """Every rank's number of rows, in rank order (a collective, and a host read of ``world_size`` numbers)."""
+    local = torch.tensor([tensor.size(0)], dtype=torch.long, device=tensor.device)
+    counts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, local)
+    return torch.cat(counts).tolist()
+
+
+def gather(tensor: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Every rank's rows in rank order; ranks may hold different numbers of rows (padded for the collective)."""
+    sizes = row_counts(tensor) if sizes is None else sizes
+    longest = max(sizes)
+    padded = tensor.contiguous()
+    if padded.size(0) < longest:
+        padded = torch.cat([padded, padded.new_zeros((longest - padded.size(0), *padded.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:rows] for part, rows in zip(parts, sizes, strict=True)], dim=0)
 
 
 def gather_batch(
@@ -55,10 +76,11 @@ def gather_batch(
     """The global batch: every rank's rows, in rank order, with gradient to the local ones."""
     if not distributed():
         return anchors, columns, indices
+    sizes = row_counts(anchors)
     return (
-        gather_with_grad(anchors),
-        [gather_with_grad(column) for column in columns],
-        None if indices is None else gather(indices.to(anchors.device)),
+        gather_with_grad(anchors, sizes),
+        [gather_with_grad(column, sizes) for column in columns],
+        None if indices is None else gather(indices.to(anchors.device), sizes),
     )
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tempnlp._checks import moving_average_weight
+from tempnlp._rows import write_rows
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
@@ -195,7 +196,7 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
             self._shared_step = None
         else:
             log_s_stored = log_s
-        state.log_s[indices] = log_s_stored.to(state.log_s.dtype)
+        write_rows(state.log_s, indices, log_s_stored)
         state.seen[indices] = True
         return log_s
 

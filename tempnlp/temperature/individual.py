@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tempnlp._rows import write_rows
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.dro import RobustTemperature
 
@@ -146,8 +147,8 @@ class IndividualTemperature(RobustTemperature):
             if self.grad_clip is not None:
                 gradient = gradient.clamp(-self.grad_clip, self.grad_clip)
             tau, u = self.moved(statistics.tau, state.u[indices].to(statistics.tau.dtype), gradient)
-            state.u[indices] = u.to(state.u.dtype)
-            state.tau[indices] = tau.to(state.tau.dtype)
+            write_rows(state.u, indices, u)
+            write_rows(state.tau, indices, tau)
         return row_losses
 
     def sample_temperatures(self, direction: int = 0) -> Tensor | None:

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tempnlp._rows import write_rows
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.dro import RobustTemperature
 from tempnlp.temperature.individual import check_num_samples
@@ -140,7 +141,7 @@ class TempNetTemperature(RobustTemperature):
         if self.records is not None and statistics.indices is not None:
             with torch.no_grad():  # the latest tau_i, for the histograms; a short batch's too
                 record = self.records[statistics.direction]
-                record.tau[statistics.indices] = statistics.tau.to(record.tau.dtype)
+                write_rows(record.tau, statistics.indices, statistics.tau)
                 record.seen[statistics.indices] = True
         if not self.steps(statistics):
             return row_losses

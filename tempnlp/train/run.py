@@ -287,6 +287,23 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
     return final
 
 
+def _check_devices() -> None:
+    """Several visible GPUs without torchrun would make the trainer wrap the model in ``nn.DataParallel``: one
+    process splitting each batch across the GPUs, which re-replicates the model every step and never gathers the
+    contrastive batch. Refuse, before anything loads, with the commands that do what the user meant."""
+    if "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ:
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count > 1:
+        raise RecipeError(
+            f"{count} GPUs are visible but tempnlp train was not started by torchrun, so the trainer would fall "
+            "back to torch.nn.DataParallel. Train on all of them with one process per GPU: torchrun "
+            f"--nproc_per_node={count} -m tempnlp.cli train RECIPE.yaml ... (with loss.gather_across_devices: true "
+            "for a loss that learns its temperature or keeps per-sample state); or on one: CUDA_VISIBLE_DEVICES=0 "
+            "tempnlp train RECIPE.yaml ..."
+        )
+
+
 def _check_processes(recipe: Recipe) -> None:
     """Under torchrun, per-sample state and loss parameters must see the global batch: refuse before anything
     loads (the objectives refuse at their first step too, for losses used outside ``tempnlp train``)."""
@@ -323,6 +340,7 @@ def run_recipe(
     say = (log or (lambda text: print(text, flush=True))) if main else (lambda text: None)
     start = time.perf_counter()
     output_dir = Path(output_dir)
+    _check_devices()
     prepare_output_dir(output_dir, recipe, resume)
     _check_processes(recipe)
     args = training_arguments(recipe, output_dir)  # bad training values fail before anything loads

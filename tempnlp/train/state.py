@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from datasets import Dataset
 from torch import nn
 from transformers import Trainer, TrainerCallback
@@ -74,6 +75,65 @@ def has_loss_state(loss) -> bool:
     model = getattr(loss, "model", None)
     model_parameters = {id(p) for p in model.parameters()} if model is not None else set()
     return any(p.requires_grad and id(p) not in model_parameters for p in loss.parameters())
+
+
+def _own_state(loss: nn.Module) -> dict[str, torch.Tensor]:
+    """The loss's buffers and parameters, the encoder's excluded: tensors that share storage with the loss."""
+    return {key: value for key, value in loss.state_dict().items() if not key.startswith("model.")}
+
+
+def _several_processes() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def broadcast_loss_state(losses: Mapping[str, nn.Module]) -> None:
+    """Copy rank 0's loss parameters and state to every rank, in place.
+
+    With gathering, every rank computes the same global loss and so the same updates; they start equal only if
+    the state does, which a rank-dependent seed, a per-rank initialisation or a checkpoint read differently would
+    break silently.
+    """
+    for loss in losses.values():
+        for tensor in _own_state(loss).values():
+            dist.broadcast(tensor, src=0)
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor as integers of its width, so that equality is bitwise (a NaN equals itself, -0.0 differs)."""
+    if tensor.is_floating_point():
+        return tensor.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
+    return tensor
+
+
+def check_loss_state_agrees(losses: Mapping[str, nn.Module], step: int) -> None:
+    """Every rank's loss parameters and state equal rank 0's, bit for bit, or a ValueError on every rank naming
+    the tensors and ranks that differ (a collective: every rank calls it at the same point)."""
+    names, differs = [], []
+    for name, loss in losses.items():
+        for key, tensor in _own_state(loss).items():
+            reference = tensor.clone()
+            dist.broadcast(reference, src=0)
+            names.append(f"{name}.{key}" if name else key)
+            differs.append((_bits(reference) != _bits(tensor)).any())
+    if not names:
+        return
+    local = torch.stack(differs).to(torch.uint8)
+    every_rank = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(every_rank, local)
+    found = [
+        f"{names[position]} on rank {rank}"
+        for rank, flags in enumerate(torch.stack(every_rank).tolist())
+        for position, flag in enumerate(flags)
+        if flag
+    ]
+    if found:
+        raise ValueError(
+            f"The loss state differs across processes at step {step}: {', '.join(found)} differs from rank 0. "
+            "Every rank computes the global batch's loss and should hold the same state; one of them computed "
+            "different numbers (nondeterministic kernels, a different loss configuration, or a rank that skipped "
+            "a step). Training stops before a checkpoint mixes them: resume from the last checkpoint, and if it "
+            "happens again, run with torch.use_deterministic_algorithms(True)."
+        )
 
 
 def _stateful(loss) -> dict[str, object]:
@@ -150,13 +210,19 @@ class LossStateCallback(TrainerCallback):
         for loss in self.losses.values():
             if getattr(loss, "acts_on_revisit", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
+        if _several_processes():  # after a resume's read, so that every rank starts from what rank 0 holds
+            broadcast_loss_state(self.losses)
 
     def _save(self, args, state) -> None:
-        if not state.is_world_process_zero or self._saved_step == state.global_step:
+        if self._saved_step == state.global_step:
+            return
+        if _several_processes():  # every rank takes part; a rank that drifted stops the run before the save
+            check_loss_state_agrees(self.losses, state.global_step)
+        self._saved_step = state.global_step
+        if not state.is_world_process_zero:
             return
         for name, loss in self.losses.items():
             save_loss_state(loss, self._folder(args, state, f"loss_{name}" if name else ""))
-        self._saved_step = state.global_step
 
     # The trainer rotates older checkpoints out before it calls on_save: a run killed in between would keep only a
     # checkpoint without its loss state. So the state is written when a save is decided (at the end of the step or

@@ -77,3 +77,46 @@ def test_bad_queue_arguments(tiny_model):
     for loss_cls, extra in ((InfoNCELoss, {}), (DCLLoss, {}), (ISogCLRLoss, {"num_samples": 8})):
         with pytest.raises(ValueError, match="queue is kept per process"):
             loss_cls(tiny_model, queue_size=8, gather_across_devices=True, **extra)
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_the_ema_copy_follows_the_moving_average_in_float32_whatever_the_encoder_weights(tiny_model, weights):
+    """ema_k = m ema_{k-1} + (1 - m) theta_k, computed here in float64 from the weights the encoder held at each
+    step. With bf16 weights the copy must still average in float32: 0.1 x a bf16 step rounds away in bf16."""
+    tiny_model.to(weights)
+    loss = InfoNCELoss(tiny_model, queue_size=8, queue_momentum=0.9)
+    names = [name for name, _ in tiny_model.named_parameters()]
+    expected = {name: p.detach().double() for name, p in tiny_model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    for step in range(4):
+        with torch.no_grad():  # the optimizer's step, by hand: a small move of every weight
+            for p in tiny_model.parameters():
+                p.add_((1e-2 * torch.randn(p.shape, generator=generator)).to(p.dtype))
+        loss.queue.update(tiny_model, _features(tiny_model, TEXTS[step : step + 2]))
+        for name, p in tiny_model.named_parameters():
+            expected[name] = 0.9 * expected[name] + 0.1 * p.detach().double()
+    averaged = dict(loss.queue.ema_encoder.named_parameters())
+    assert [name for name in averaged] == names
+    for name in names:
+        assert averaged[name].dtype == torch.float32
+        torch.testing.assert_close(averaged[name].double(), expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_the_ema_copy_embeds_under_the_autocast_the_encoder_ran_under(tiny_model):
+    """Mixed precision wraps the training model's forward (accelerate patches model.forward), not the loss: the
+    EMA copy, called from the loss, must take the encoder's autocast, and none when the encoder ran without."""
+    loss = InfoNCELoss(tiny_model, queue_size=8)
+    seen = []
+    linear = next(m for m in loss.queue.ema_encoder.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    plain_forward = tiny_model.forward
+
+    def under_autocast(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain_forward(*args, **kwargs)
+
+    columns = [_features(tiny_model, c) for c in (TEXTS[:4], [t.replace("a ", "one ") for t in TEXTS[:4]])]
+    loss(columns, None)
+    tiny_model.forward = under_autocast
+    loss([_features(tiny_model, c) for c in (TEXTS[4:], [t.replace("a ", "one ") for t in TEXTS[4:]])], None)
+    assert seen[0] == torch.float32 and seen[-1] == torch.bfloat16

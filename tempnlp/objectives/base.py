@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from tempnlp.objectives.candidates import (
@@ -20,6 +21,13 @@ from tempnlp.temperature import TemperaturePolicy, as_policy, temperature_stats
 from tempnlp.temperature.base import RowStatistics
 
 __all__ = ["ContrastiveObjective", "as_columns", "logits_dtype", "scale_by_temperature"]
+
+
+def at_least_float32(embeddings: Tensor) -> Tensor:
+    """bf16/fp16 embeddings as float32 (the gradient flows back in their dtype); float32/float64 unchanged."""
+    if isinstance(embeddings, Tensor) and embeddings.is_floating_point() and embeddings.element_size() < 4:
+        return embeddings.float()
+    return embeddings
 
 
 def scale_by_temperature(similarities: Tensor, tau: Tensor) -> Tensor:
@@ -128,6 +136,20 @@ class ContrastiveObjective(nn.Module):
         documents: Tensor | Sequence[Tensor],
         indices: Tensor | None = None,
         extra_negatives: Tensor | None = None,
+    ) -> Tensor:
+        # Similarities, tau and the log-sum-exp in at least float32 whatever autocast surrounds the loss: under bf16
+        # a similarity of 0.9 carries an error of 0.004, which 1/tau = 100 turns into 0.4 in a logit.
+        device_type = anchors.device.type if isinstance(anchors, Tensor) else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward(
+                at_least_float32(anchors),
+                [at_least_float32(column) for column in as_columns(documents)],
+                indices,
+                None if extra_negatives is None else at_least_float32(extra_negatives),
+            )
+
+    def _forward(
+        self, anchors: Tensor, documents: list[Tensor], indices: Tensor | None, extra_negatives: Tensor | None
     ) -> Tensor:
         batch = build_candidates(self, anchors, documents, indices, extra_negatives)
         extra = 0 if extra_negatives is None else extra_negatives.size(0)

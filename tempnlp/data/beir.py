@@ -8,10 +8,10 @@ mirror) read it through :func:`load_beir`, and embed a document as :func:`docume
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 
-from tempnlp.data.hub import read_jsonl
+from tempnlp.data.hub import read_jsonl, read_lines
 
 Corpus = dict[str, dict[str, str]]
 Queries = dict[str, str]
@@ -39,6 +39,13 @@ def _records(path: Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def load_beir(folder: str | Path, split: str = "test") -> tuple[Corpus, Queries, Qrels]:
     """Corpus, queries and qrels of a BEIR folder, checked against each other."""
     folder = Path(folder)
@@ -54,25 +61,26 @@ def load_beir(folder: str | Path, split: str = "test") -> tuple[Corpus, Queries,
     if not qrels_path.is_file():
         raise FileNotFoundError(f"BEIR folder {folder} has no qrels for split {split!r} ({qrels_path}).")
     qrels: Qrels = {}
-    with qrels_path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{qrels_path} is empty.")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{qrels_path}:{line}: expected query-id, corpus-id and score, got {row!r}.")
-            query_id, doc_id, score = row[0], row[1], row[2]
-            if doc_id not in corpus:
-                raise ValueError(f"{qrels_path}:{line}: document {doc_id!r} is not in {corpus_path.name}.")
-            if query_id not in queries:
-                raise ValueError(f"{qrels_path}:{line}: query {query_id!r} is not in the queries file.")
-            try:
-                qrels.setdefault(query_id, {})[doc_id] = int(float(score))
-            except ValueError as error:
-                raise ValueError(f"{qrels_path}:{line}: score {score!r} is not a number.") from error
+    lines = [(number, line.rstrip("\r\n")) for number, line in read_lines(qrels_path)]
+    lines = [(number, line) for number, line in lines if line.strip()]
+    if not lines:
+        raise ValueError(f"{qrels_path} is empty.")
+    if not _is_number(lines[0][1].split("\t")[2] if lines[0][1].count("\t") >= 2 else ""):
+        lines = lines[1:]  # the header line (query-id, corpus-id, score); a file without one starts with a judgment
+    for line, text in lines:
+        row = text.split("\t")
+        if len(row) < 3:
+            raise ValueError(
+                f"{qrels_path}:{line}: expected query-id, corpus-id and score (tab-separated), got {text!r}."
+            )
+        query_id, doc_id, score = row[0], row[1], row[2]
+        if doc_id not in corpus:
+            raise ValueError(f"{qrels_path}:{line}: document {doc_id!r} is not in {corpus_path.name}.")
+        if query_id not in queries:
+            raise ValueError(f"{qrels_path}:{line}: query {query_id!r} is not in the queries file.")
+        if not _is_number(score):
+            raise ValueError(f"{qrels_path}:{line}: score {score!r} is not a finite number (BEIR uses 0, 1, 2...).")
+        qrels.setdefault(query_id, {})[doc_id] = int(float(score))
     if not any(score > 0 for docs in qrels.values() for score in docs.values()):
         raise ValueError(f"{qrels_path} names no relevant document (no score > 0): nothing to evaluate.")
     return corpus, queries, qrels

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,14 +63,37 @@ def resolve_dataset_dir(dataset_id: str) -> Path:
     return folder
 
 
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a text file, gzipped when it ends in ``.gz``; any error names the file, and the
+    line when it has one (a byte that is not UTF-8, a corrupt or truncated gzip stream)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    line_number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    yield line_number, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ValueError(
+                        f"{path}:{line_number}: not UTF-8 text ({error.reason} at byte {error.start} of the line). "
+                        "Save the file as UTF-8."
+                    ) from error
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(
+            f"{path}: the gzip file is corrupt or truncated after line {line_number} ({error}). Download or copy it "
+            "again."
+        ) from error
+
+
 def read_jsonl(path: Path) -> Iterator[dict]:
     """Rows of a (gzipped) JSON-lines file; a malformed line is an error naming file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not a JSON object ({error.msg}).") from error
+    for line_number, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{line_number}: not a JSON object ({error.msg}).") from error
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line_number}: not a JSON object (a {type(row).__name__}).")
+        yield row

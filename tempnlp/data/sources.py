@@ -18,7 +18,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl
+from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl, read_lines
 from tempnlp.data.nli import nli_triplets
 
 CACHE_ENV = "TEMPNLP_CACHE"
@@ -136,10 +136,9 @@ def _sentences(located: Located, file: str, log: Callable[[str], None]) -> Itera
         path = _sentence_file(located.folder, file)
         if path.name != file:
             log(f"data: {file} is not in {located.folder}; using its sample {path.name}")
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line.strip()
+    for _, line in read_lines(path):
+        if line.strip():
+            yield line.strip()
 
 
 def beir_folder(located: Located) -> Path:
@@ -206,6 +205,14 @@ def build_train_dataset(
             raise ValueError(
                 f"data.columns {missing} are not columns of {located.dataset_id} (it has {', '.join(rows[0])})."
             )
+        for number, row in enumerate(rows, start=1):
+            empty = [column for column in spec.columns if row.get(column) is None]
+            if empty:  # a null would be trained on as the text "None"; a missing key is the same hole
+                raise ValueError(
+                    f"{located.describe()} split {spec.split!r}, row {number}: no value (missing or null) in "
+                    f"column{'s' * (len(empty) > 1)} {', '.join(map(repr, empty))}. Drop or fill such rows before "
+                    "training."
+                )
         dataset = Dataset.from_dict({column: [str(row[column]) for row in rows] for column in spec.columns})
     elif spec.format == "beir":
         if model is None:
@@ -213,7 +220,25 @@ def build_train_dataset(
         dataset = _mined(spec, located, model, model_path, log)
     else:
         raise ValueError(f"Unknown data.format {spec.format!r}.")
+    check_trainable(dataset, located, spec)
     return dataset
+
+
+def check_trainable(dataset: Dataset, located: Located, spec) -> None:
+    """A training set with something to contrast: rows, and at least two different anchors (the no-duplicates
+    sampler puts copies of one text into separate batches, so a set of copies trains on batches of one)."""
+    where = f"{located.describe()}{f', file {spec.file}' if spec.file else ''}"
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{where} gives no training examples (an empty file, only blank lines, or no row of the format "
+            f"{spec.format!r}). Check data.dataset, data.file and data.split."
+        )
+    anchors = dataset[dataset.column_names[0]]
+    if len(set(anchors)) < 2:
+        raise ValueError(
+            f"{where}: all {len(dataset)} training examples have the same text ({anchors[0][:60]!r}), so a batch "
+            "holds one example and the loss has no negatives. A contrastive loss needs different examples."
+        )
 
 
 def _model_fingerprint(model_path: str | Path | None) -> str | None:

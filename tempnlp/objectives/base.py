@@ -117,7 +117,9 @@ class ContrastiveObjective(nn.Module):
                 check(count, self.partition_name)
 
     def _check_partitions(self, counts: list[int]) -> None:
-        if min(counts) < 1:
+        # a partition of the positive alone gives a loss of exactly 0 and no gradient: a run that "trains" on nothing
+        negatives = [count - int(self.positive_in_partition) for count in counts]
+        if min(negatives) < 1:
             raise ValueError(
                 f"{self.display_name or type(self).__name__} needs at least one negative in each direction: a batch "
                 "of one (anchor, positive) pair has none"

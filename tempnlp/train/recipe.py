@@ -21,6 +21,7 @@ import difflib
 import enum
 import functools
 import inspect
+import math
 import re
 import types
 import typing
@@ -561,6 +562,35 @@ def check_training(training: dict[str, Any]) -> None:
             raise _unknown("training", key, valid)
         if key in hints:
             check_value(f"training.{key}", value, hints[key])
+    check_training_values(training)
+
+
+#: training values the trainer accepts but cannot train with; each with what it must be
+_POSITIVE = {
+    "per_device_train_batch_size": "a batch of at least 1 example",
+    "gradient_accumulation_steps": "at least 1",
+    "learning_rate": "a learning rate above 0 (e.g. 5e-5)",
+    "num_train_epochs": "a number of epochs above 0",
+}
+
+
+def check_training_values(training: dict[str, Any]) -> None:
+    """Values that pass the trainer's types but would fail later, silently or after the model and data loaded:
+    a NaN learning rate, batch size 0, max_steps 0 (which trains one step)."""
+    for key, meaning in _POSITIVE.items():
+        value = training.get(key)
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise RecipeError(f"training.{key} must be {meaning}, got {value!r}.")
+    for key in ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm"):
+        value = training.get(key)
+        if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+            raise RecipeError(f"training.{key} must be a finite number >= 0, got {value!r}.")
+    max_steps = training.get("max_steps")
+    if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
+        raise RecipeError(
+            f"training.max_steps must be a positive number of optimizer steps, or -1 to train for "
+            f"num_train_epochs, got {max_steps}."
+        )
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:

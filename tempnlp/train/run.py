@@ -30,7 +30,6 @@ from sentence_transformers import (
     SentenceTransformerTrainingArguments,
 )
 from transformers import TrainerCallback, set_seed
-from transformers.trainer import TRAINER_STATE_NAME
 
 from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
@@ -38,6 +37,7 @@ from tempnlp.data.sources import Located, beir_folder, build_train_dataset, loca
 from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.provenance import machine_description, package_versions  # also imported from here by eval/bench_loss.py
 from tempnlp.train.callbacks import log_temperature
+from tempnlp.train.folder import LOCK_FILE, RunLock, check_writable, checkpoint_problem, remove_leftovers
 from tempnlp.train.logs import (
     StepTimer,
     TemperatureHistogramCallback,
@@ -66,6 +66,14 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): node}
+
+
+def _training_part(recipe_yaml: str) -> dict[str, Any]:
+    """A recipe's settings without its evaluation section, which may change between a run and its resume."""
+    from tempnlp.train.recipe import parse_yaml
+
+    flat = _flatten(parse_yaml(recipe_yaml, RECIPE_FILE))
+    return {key: value for key, value in flat.items() if not key.startswith("evaluation.")}
 
 
 def _same_recipe(saved: Path, recipe: Recipe) -> bool:
@@ -102,7 +110,12 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             f"{output_dir} already holds a run ({(checkpoints or [output_dir / RESULTS_FILE])[-1].name}). Pass "
             "--resume to continue it, or choose another --output-dir."
         )
-    elif output_dir.is_dir() and any(output_dir.iterdir()) and not _same_recipe(saved, recipe):
+    elif (
+        output_dir.is_dir()
+        # a folder holding only a recipe is an attempt that stopped before training (bad data, say): reusable
+        and any(path.name not in (LOCK_FILE, RECIPE_FILE) for path in output_dir.iterdir())
+        and not _same_recipe(saved, recipe)
+    ):
         # A run writes model/ and more: never over other files. The folder of the same run that stopped before
         # its first checkpoint is fine: it holds nothing a restart would trust.
         raise RecipeError(
@@ -114,16 +127,18 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
 def last_complete_checkpoint(output_dir: Path, say: Callable[[str], None]) -> Path:
     """The newest checkpoint the trainer finished writing. It writes ``trainer_state.json`` after the model,
     optimizer and loss state, and only then rotates older checkpoints out, so a run killed while saving leaves a
-    newer folder without it next to the complete one it resumes from."""
+    newer folder without it next to the complete one it resumes from; a kill during a save by another writer, or
+    a disk that filled up, can also leave files cut short, which :func:`checkpoint_problem` finds."""
     steps = {folder: folder.name.removeprefix("checkpoint-") for folder in output_dir.glob("checkpoint-*")}
     numbered = {folder: int(step) for folder, step in steps.items() if step.isdigit()}
     for folder in sorted(numbered, key=numbered.__getitem__, reverse=True):
-        if (folder / TRAINER_STATE_NAME).is_file():
+        problem = checkpoint_problem(folder)
+        if problem is None:
             return folder
-        say(f"--resume: skipping {folder.name}, which the run stopped writing (it has no {TRAINER_STATE_NAME})")
+        say(f"--resume: skipping {folder.name}, which the run stopped writing ({problem})")
     raise FileNotFoundError(
-        f"--resume: no checkpoint in {output_dir} was written completely (none has {TRAINER_STATE_NAME}), so there "
-        "is nothing to resume from. Run again without --resume in a new --output-dir."
+        f"--resume: no checkpoint in {output_dir} was written completely, so there is nothing to resume from. Run "
+        "again without --resume in a new --output-dir."
     )
 
 
@@ -163,7 +178,25 @@ def build_loss(task: TaskSpec, model: SentenceTransformer, num_samples: int) -> 
         raise RecipeError(f"loss {task.loss.name}: {error}") from error
 
 
+def _load_model(name: str, path: str, trust_remote_code: bool) -> SentenceTransformer:
+    try:
+        return SentenceTransformer(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        root = mirror_root()
+        where = f"a local folder, nor in the mirror ({root / 'models' / name})" if root else "a local folder"
+        raise FileNotFoundError(
+            f"model.name {name!r} could not be loaded: it is not {where}, and the Hugging Face Hub did not give it "
+            f"({' '.join(str(error).split())[:300]}). Check the name, set TEMPNLP_MIRROR to a mirror that holds it, "
+            "or download it while online."
+        ) from error
+
+
 def _model_source(name: str) -> tuple[str, str]:
+    local = Path(name).expanduser()
+    if local.is_file():
+        raise ValueError(
+            f"model.name {name} is a file; give the folder that holds the model (its config.json or modules.json)."
+        )
     resolved = resolve_model(name)
     if Path(name).expanduser().exists():
         return resolved, f"model: {name} (local folder)"
@@ -269,7 +302,9 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
     """
     final = output_dir / MODEL_DIR
     own = final / "tempnlp_recipe.yaml"
-    if final.exists() and (not own.is_file() or own.read_text(encoding="utf-8") != recipe_yaml):
+    if final.exists() and (
+        not own.is_file() or _training_part(own.read_text(encoding="utf-8")) != _training_part(recipe_yaml)
+    ):
         raise FileExistsError(f"{final} holds another model; not replacing it. Move it away and run again.")
     temporary = output_dir / f".{MODEL_DIR}.tmp{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
@@ -335,12 +370,32 @@ def run_recipe(
     callbacks: Sequence[TrainerCallback] = (),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate as the recipe says; returns what ``results.json`` holds."""
+    """Train and evaluate as the recipe says; returns what ``results.json`` holds.
+
+    The output folder is locked for the run (:class:`~tempnlp.train.folder.RunLock`), and what a killed run's
+    atomic writes left in it is removed first.
+    """
     main = _is_main_process()
     say = (log or (lambda text: print(text, flush=True))) if main else (lambda text: None)
-    start = time.perf_counter()
     output_dir = Path(output_dir)
     _check_devices()
+    check_writable(output_dir)
+    if not main:  # rank 0 holds the lock for the job
+        return _run_recipe(recipe, output_dir, resume, callbacks, say)
+    with RunLock(output_dir, say):
+        remove_leftovers(output_dir, say)
+        return _run_recipe(recipe, output_dir, resume, callbacks, say)
+
+
+def _run_recipe(
+    recipe: Recipe,
+    output_dir: Path,
+    resume: bool,
+    callbacks: Sequence[TrainerCallback],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    main = _is_main_process()
+    start = time.perf_counter()
     prepare_output_dir(output_dir, recipe, resume)
     _check_processes(recipe)
     args = training_arguments(recipe, output_dir)  # bad training values fail before anything loads
@@ -360,13 +415,22 @@ def run_recipe(
     say(message)
     for name, located in data.items():
         say(f"data{f' {name}' if name else ''}: {located.describe()}")
-    model = SentenceTransformer(path, trust_remote_code=recipe.model.trust_remote_code)
+    # Data that needs no model is read (and checked) before the model loads; mined data after.
+    read = {
+        name: build_train_dataset(task.data, data[name], log=say)
+        for name, task in tasks.items()
+        if task.data.format != "beir"
+    }
+    model = _load_model(recipe.model.name, path, recipe.model.trust_remote_code)
     eval_length = model.max_seq_length
     train_datasets, losses = {}, {}
     for name, task in tasks.items():
         label = f" {name}" if name else ""
-        with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
-            dataset = build_train_dataset(task.data, data[name], model, model_path=path, log=say)
+        if name in read:
+            dataset = read[name]
+        else:
+            with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
+                dataset = build_train_dataset(task.data, data[name], model, model_path=path, log=say)
         say(f"data{label}: {len(dataset)} examples, columns {', '.join(dataset.column_names)}")
         losses[name] = build_loss(task, model, len(dataset))
         if getattr(losses[name], "needs_dataset_indices", False):
@@ -383,11 +447,15 @@ def run_recipe(
         wanted = recipe.evaluation.sts is not None or retrieval_folder is not None
         if recipe.evaluation.before and main and wanted:
             saved_before = output_dir / BEFORE_FILE
-            if resume and saved_before.is_file():
-                before = json.loads(saved_before.read_text())
-            else:
+            settings = recipe.to_dict()["evaluation"]
+            saved = json.loads(saved_before.read_text()) if resume and saved_before.is_file() else None
+            if saved is not None and saved.get("evaluation") == settings:
+                before = saved["scores"]
+            else:  # a resume whose evaluation section changed scores the untrained model again, the same way
+                if saved is not None:
+                    say("--resume: the evaluation settings changed, so the scores before training are recomputed")
                 before = _scores(model, recipe, "before training", retrieval_folder, say)
-                write_json_atomic(saved_before, before)
+                write_json_atomic(saved_before, {"evaluation": settings, "scores": before})
 
     evaluator = stsb_evaluator("validation", max_seq_length=eval_length) if recipe.evaluation.stsb_validation else None
     if recipe.model.max_seq_length is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,7 +59,13 @@ def load_loss_state(module: nn.Module, folder: str | Path) -> None:
             f"{path} does not exist: this checkpoint was written without the loss state, so the per-sample "
             "state cannot be resumed exactly. Restart the run, or resume from a checkpoint tempnlp saved."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{path} is empty or cut short ({error}), so the loss state cannot be restored. Resume from an earlier "
+            "checkpoint (move this one away), or restart the run."
+        ) from error
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [key for key in missing if not key.startswith("model.")]
     if missing or unexpected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -121,7 +122,12 @@ def _eval_diagnostics(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tempnlp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tempnlp",
+        description=__doc__,
+        epilog=f"Errors in your input end in a one-paragraph message (exit code 2); add --debug anywhere, or set "
+        f"{DEBUG_ENV}=1, to see their traceback.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train and evaluate as a recipe says (see recipes/)")
@@ -179,13 +185,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "TEMPNLP_DEBUG"
+
+
+def _message(error: BaseException) -> str:
+    """One paragraph: what failed, on which input, and what to do."""
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return (
+            "the GPU ran out of memory. Lower training.per_device_train_batch_size, set loss.mini_batch_size "
+            "(GradCache keeps the contrastive batch while embedding it in slices), or lower model.max_seq_length."
+        )
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in str(error.args[-1]):
+        text = f"{error.strerror or error}: {error.filename}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Errors in the user's input or environment end in one paragraph and exit code 2; ``--debug`` (or
+    ``TEMPNLP_DEBUG=1``) shows their traceback. Anything else is a bug in tempnlp and keeps its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")  # anywhere on the command line
+    args = build_parser().parse_args([item for item in argv if item != "--debug"])
+    command = " ".join(filter(None, [args.command, getattr(args, "evaluation", None)]))
     try:
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        command = " ".join(filter(None, [args.command, getattr(args, "evaluation", None)]))
-        print(f"tempnlp {command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        hint = " Continue with the same command and --resume." if args.command == "train" else ""
+        print(f"tempnlp {command}: interrupted.{hint}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, EOFError, RuntimeError) as error:
+        import torch
+
+        if debug or (isinstance(error, RuntimeError) and not isinstance(error, torch.cuda.OutOfMemoryError)):
+            raise  # a RuntimeError other than running out of memory comes from torch or tempnlp: a bug to report
+        print(f"tempnlp {command}: error: {_message(error)}", file=sys.stderr)
         return 2
 
 

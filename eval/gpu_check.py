@@ -28,7 +28,7 @@ For the loss variants of :data:`VARIANTS` (built by ``eval.bench_loss.variants``
 CPU (CI runs it). Anything that needs CUDA reads "n/a" on the CPU instead of a number. Writes
 eval/results/gpu_check.json and .md (or ``--output``, a .json path, with the .md beside it).
 
-    TEMPNLP_MIRROR=../shared/mirror python eval/gpu_check.py --device cuda     # a few minutes on one GPU
+    TEMPNLP_MIRROR=../shared/mirror python eval/gpu_check.py --device cuda     # sized for < 10 minutes on one GPU
     TEMPNLP_MIRROR=../shared/mirror python -m eval.gpu_check --device cpu --quick --output /tmp/gpu_check.json
 """
 
@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import gc
 import math
+import os
 import re
 import tempfile
 import time
@@ -557,8 +558,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# GPU check",
         "",
-        f"Device: {result['device']} ({result['device_name']}). Machine: {result['machine']}. "
-        f"Command: `{result['command']}`.",
+        f"Device: {result['device']} ({result['device_name']}). Machine: {result['machine']}; load average "
+        f"{result['load_average_1min_at_start']:.1f} at the start, {result['load_average_1min_at_end']:.1f} at the "
+        f"end, on {result['cpus']} CPUs. Command: `{result['command']}`.",
         "",
     ]
     if result["quick"]:
@@ -663,6 +665,9 @@ def _run(
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         "machine": machine_description(),
+        # timings from a machine busy with other work are noise: say how busy it was
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
         "versions": package_versions(),
         "quick": sizes == QUICK,
         "sizes": asdict(sizes),
@@ -713,6 +718,7 @@ def _run(
     del model
     say(f"tempnlp train at batch {sizes.train_batch}, dataloader workers {sizes.workers}")
     result["train"] = train_runs(sizes, device, given_peak, encoder)
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
     say("done")
     return result
 

@@ -528,7 +528,11 @@ def train_runs(sizes: Sizes, device: torch.device, given_peak: float | None, enc
         )
     return {
         "recipe": str(RECIPE.relative_to(RECIPE.parents[1])),
-        "overrides": [*common, "training.dataloader_num_workers=<workers>"],
+        # the quick mode's encoder lives in a temporary folder: name it rather than the folder
+        "overrides": [
+            "model.name=<encoder>" if item.startswith("model.name=") else item
+            for item in [*common, "training.dataloader_num_workers=<workers>"]
+        ],
         "batch": batch,
         "steps": steps,
         "precision": precision,

@@ -1,5 +1,5 @@
-"""SimCSE's MLP as a sentence-transformers module: saved and loaded with the model, acting in training
-mode only when train-only, dropped or kept as sentence-transformers' Dense at the end of a run."""
+"""SimCSE's model from a bare checkpoint: Transformer, [CLS] pooling and its MLP as a sentence-transformers
+module, saved and loaded with the model, train-only or kept."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 
 from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
+from tempnlp.train.recipe import ModelSpec, RecipeError
 
 SENTENCES = ["a man plays the guitar", "two dogs run across the field", "the woman reads a book on monday"]
 
@@ -72,3 +73,23 @@ def test_a_train_only_mlp_acts_in_training_mode_and_is_dropped_at_the_end(tiny_m
     assert finish_simcse_mlp(kept) == "keep" and isinstance(kept[2], Dense)
     torch.testing.assert_close(kept.encode(SENTENCES, convert_to_tensor=True), before)
     assert finish_simcse_mlp(kept) is None  # nothing left to finish
+
+
+def test_pooling_builds_a_bare_checkpoint_and_refuses_a_sentence_transformers_model(tmp_path, tiny_model_path):
+    from tempnlp.train.run import build_model
+
+    bare = str(tiny_model_path)
+    model = build_model(ModelSpec(name=bare, pooling="cls", simcse_mlp="keep"), bare)
+    assert [type(m) for m in model] == [Transformer, Pooling, SimCSEMLP] and not model[2].train_only
+    assert model[1].get_config_dict()["pooling_mode"] == "cls"
+    assert [type(m) for m in build_model(ModelSpec(name=bare, pooling="mean"), bare)] == [Transformer, Pooling]
+    saved = tmp_path / "st-model"
+    SentenceTransformer(bare, device="cpu").save(str(saved))  # a sentence-transformers model (mean pooling)
+    with pytest.raises(RecipeError, match="is a sentence-transformers model, whose saved modules set the pooling"):
+        build_model(ModelSpec(name=str(saved), pooling="cls"), str(saved))
+    appended = build_model(ModelSpec(name=str(saved), simcse_mlp="train-only"), str(saved))
+    assert [type(m) for m in appended] == [Transformer, Pooling, SimCSEMLP] and appended[2].train_only
+    assert appended[1].get_config_dict()["pooling_mode"] == "mean"
+
+
+# ------------------------------------------------------------------------------------------------ end to end

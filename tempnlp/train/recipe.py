@@ -2,7 +2,8 @@
 
 A recipe has five sections and three top-level settings::
 
-    model:      name (Hub id), max_seq_length (training length), trust_remote_code
+    model:      name (Hub id), max_seq_length (training length), trust_remote_code, pooling (of a bare
+                checkpoint), simcse_mlp (SimCSE's MLP: train-only | keep)
     data:       dataset (Hub id), format (nli-triplets | sentences | beir | columns) and its options
     loss:       name (a tempnlp loss or MultipleNegativesRankingLoss), temperature, and the loss's own parameters
     training:   passed to SentenceTransformerTrainingArguments unchanged (batch size, learning rate, epochs, ...)
@@ -73,6 +74,14 @@ class ModelSpec(_Section):
     #: token length while training (SimCSE: 32); evaluation and the saved model keep the model's own length
     max_seq_length: int | None = None
     trust_remote_code: bool = False
+    #: a bare transformer checkpoint (no modules.json, e.g. bert-base-uncased) becomes Transformer + Pooling with
+    #: this mode: cls ([CLS] of the last layer), mean or max. null: sentence-transformers' own choice (mean for a
+    #: bare checkpoint; a sentence-transformers model keeps its saved pooling, which this may not override)
+    pooling: Literal["cls", "mean", "max"] | None = None
+    #: SimCSE's MLP (Linear + Tanh) over the pooled embedding: train-only (used while training, left out of
+    #: evaluation and of the saved model: the authors' --mlp_only_train, unsupervised SimCSE), keep (used
+    #: throughout and saved: supervised SimCSE), or null (none)
+    simcse_mlp: Literal["train-only", "keep"] | None = None
 
 
 class HardNegativeSpec(_Section):
@@ -233,6 +242,9 @@ class Recipe(_Section):
                 **loss["params"],
             }
 
+        for key in ("pooling", "simcse_mlp"):  # left out when unset: recipes without them resolve as before
+            if raw["model"][key] is None:
+                del raw["model"][key]
         if raw["datasets"] is None:
             raw["loss"] = flat(raw["loss"])
             ordered = ["description", "model", "data", "loss", "training", "evaluation", "seed", "precision"]

@@ -1,9 +1,11 @@
-"""SimCSE's model from a bare checkpoint: Transformer, [CLS] pooling and its MLP as a sentence-transformers
-module, saved and loaded with the model, train-only or kept."""
+"""SimCSE's pieces: its model from a bare checkpoint (Transformer, [CLS] pooling and its MLP as a
+sentence-transformers module, train-only or kept) and its supervised data, nli_for_simcse.csv."""
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,81 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 
 from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
-from tempnlp.train.recipe import ModelSpec, RecipeError
+from tempnlp.train.recipe import ModelSpec, RecipeError, load_recipe, validate
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SENTENCES = ["a man plays the guitar", "two dogs run across the field", "the woman reads a book on monday"]
+WORDS = ["a", "the", "man", "woman", "child", "dog", "cat", "plays", "reads", "runs", "walks", "guitar", "book",
+         "field", "lake", "street", "red", "big", "small", "old"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def simcse_data(tmp_path_factory) -> Path:
+    """A folder laid out like princeton-nlp/datasets-for-simcse: wiki1m_for_simcse.txt (one sentence a line) and
+    nli_for_simcse.csv (header sent0,sent1,hard_neg; fields quoted where they hold commas or quotes)."""
+    folder = tmp_path_factory.mktemp("datasets-for-simcse")
+    draw = random.Random(0)
+
+    def sentence() -> str:
+        return " ".join(draw.choice(WORDS) for _ in range(draw.randint(4, 9)))
+
+    (folder / "wiki1m_for_simcse.txt").write_text("\n".join(sentence() for _ in range(40)) + "\n", encoding="utf-8")
+    with (folder / "nli_for_simcse.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sent0", "sent1", "hard_neg"])
+        writer.writerow(["a man, a dog", 'he said "hi"', ""])  # a comma, quotes and an empty field
+        writer.writerows([sentence(), sentence(), sentence()] for _ in range(23))
+    return folder
+
+
+def test_the_new_keys_are_checked_and_left_out_of_recipes_that_do_not_use_them():
+    raw = {
+        "model": {"name": "x/y"},
+        "data": {"dataset": "princeton-nlp/datasets-for-simcse", "format": "sentences", "file": "w.txt"},
+        "loss": {"name": "InfoNCELoss", "temperature": 0.05},
+    }
+
+    def error(**changes) -> str:
+        with pytest.raises(RecipeError) as info:
+            validate({**raw, **changes})
+        return str(info.value)
+
+    assert "model.pooling must be one of 'cls', 'mean', 'max'" in error(model={"name": "x/y", "pooling": "first"})
+    assert "model.simcse_mlp must be one of 'train-only', 'keep'" in error(model={"name": "x/y", "simcse_mlp": "none"})
+    table = {"dataset": "x/y", "format": "columns", "columns": ["a", "b"], "file": "t.csv"}
+    validate({**raw, "data": table})
+    assert "reads a .csv, .tsv, .jsonl or .jsonl.gz file" in error(data={**table, "file": "t.parquet"})
+    assert "data.subset names a Hub configuration" in error(data={**table, "subset": "s"})
+    nli = {"dataset": "x/y", "format": "nli-triplets", "file": "t.csv"}
+    assert "data.file only applies to format sentences or columns" in error(data=nli)
+    for path in RECIPES.glob("*.yaml"):  # the existing recipes resolve exactly as before
+        model = load_recipe(path)[0].to_dict()["model"]
+        assert set(model) == {"name", "max_seq_length", "trust_remote_code"}, path.name
+
+
+def test_nli_for_simcse_csv_is_read_as_its_three_columns(simcse_data):
+    from tempnlp.data.sources import build_train_dataset, locate
+
+    raw = {
+        "model": {"name": "x/y"},
+        "data": {"dataset": str(simcse_data), "format": "columns", "file": "nli_for_simcse.csv", "limit": 5},
+        "loss": {"name": "InfoNCELoss", "temperature": 0.05},
+    }
+    raw["data"]["columns"] = ["sent0", "sent1", "hard_neg"]
+    spec = validate(raw).data
+    located = locate(spec.dataset, spec.format, spec.split, file=spec.file, subset=spec.subset)
+    dataset = build_train_dataset(spec, located, log=lambda text: None)
+    assert dataset.column_names == ["sent0", "sent1", "hard_neg"] and len(dataset) == 5
+    assert dataset[0] == {"sent0": "a man, a dog", "sent1": 'he said "hi"', "hard_neg": ""}
+    with (simcse_data / "nli_for_simcse.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:5]
+    assert dataset.to_list() == rows
+    raw["data"]["columns"] = ["sent0", "premise"]
+    with pytest.raises(ValueError, match=r"data.columns \['premise'\] are not columns"):
+        build_train_dataset(validate(raw).data, located, log=lambda text: None)
+
+
+# ------------------------------------------------------------------------------------------------ SimCSE's MLP
 
 
 def _cls_model(tiny_model_path: Path, *extra: torch.nn.Module) -> SentenceTransformer:

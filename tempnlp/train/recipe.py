@@ -108,7 +108,8 @@ class DataSpec(_Section):
     split: str = "train"
     #: keep the first N training examples (null: all)
     limit: int | None = None
-    #: sentences: the text file in the dataset repository
+    #: sentences: the text file in the dataset repository; columns: a .csv, .tsv or .jsonl[.gz] file of it, read
+    #: instead of a split (SimCSE's nli_for_simcse.csv)
     file: str | None = None
     #: columns: the Hub configuration (subset) name
     subset: str | None = None
@@ -125,11 +126,22 @@ class DataSpec(_Section):
             raise RecipeError("data.format 'sentences' reads a text file: set data.file (e.g. wiki1m_for_simcse.txt).")
         if self.format == "columns" and not self.columns:
             raise RecipeError("data.format 'columns' needs data.columns: the text columns in loss order.")
-        for option, formats in (("file", ("sentences",)), ("subset", ("columns",)), ("columns", ("columns",)),
-                                ("hard_negatives", ("beir",))):  # fmt: skip
+        for option, formats in (("file", ("sentences", "columns")), ("subset", ("columns",)),
+                                ("columns", ("columns",)), ("hard_negatives", ("beir",))):  # fmt: skip
             if getattr(self, option) is not None and self.format not in formats:
                 raise RecipeError(
                     f"data.{option} only applies to format {' or '.join(formats)}, not {self.format!r}: remove it."
+                )
+        if self.format == "columns" and self.file is not None:
+            from tempnlp.data.sources import table_kind
+
+            if self.subset is not None:
+                raise RecipeError(
+                    "data.subset names a Hub configuration, but data.file is read as it is: remove one of them."
+                )
+            if table_kind(self.file) is None:
+                raise RecipeError(
+                    f"data.file {self.file!r}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file."
                 )
         if self.format == "beir" and self.hard_negatives is None:
             self.hard_negatives = HardNegativeSpec()

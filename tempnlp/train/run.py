@@ -273,10 +273,11 @@ def _model_card_section(
         config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
         parameters = ", ".join(f"{key}={value}" for key, value in config.items())
         spec = task.data
+        part = f"file `{spec.file}`" if spec.file else f"split `{spec.split}`"
         lines += ([f"- Dataset `{name}`:"] if name else []) + [
             f"{'  ' if name else ''}- Loss: `{type(loss).__name__}({parameters})`",
             f"{'  ' if name else ''}- Temperature: {_temperature_text(loss)}",
-            f"{'  ' if name else ''}- Training data: `{spec.dataset}` ({spec.format}, split `{spec.split}`, "
+            f"{'  ' if name else ''}- Training data: `{spec.dataset}` ({spec.format}, {part}, "
             f"{rows[name]} examples, read {data[name].describe().split(' ', 1)[1]})",
         ]
     if recipe.datasets is not None:

@@ -147,6 +147,19 @@ def test_the_new_keys_are_checked_and_left_out_of_recipes_that_do_not_use_them()
         assert set(model) == {"name", "max_seq_length", "trust_remote_code"}, path.name
 
 
+def test_a_changed_description_does_not_block_resuming_a_run(tmp_path):
+    """The two MiniLM recipes' descriptions were corrected: a run started before resumes; training changes do not."""
+    from tempnlp.train.run import RECIPE_FILE, prepare_output_dir
+
+    recipe, raw = load_recipe(RECIPES / "unsup-simcse.yaml")
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / RECIPE_FILE).write_text(validate({**raw, "description": "the paper's settings"}).to_yaml())
+    prepare_output_dir(tmp_path, recipe, resume=True)
+    changed, _ = load_recipe(RECIPES / "unsup-simcse.yaml", ["training.learning_rate=1e-4"])
+    with pytest.raises(RecipeError, match=r"recipe differs .*training.learning_rate"):
+        prepare_output_dir(tmp_path, changed, resume=True)
+
+
 def test_nli_for_simcse_csv_is_read_as_its_three_columns(simcse_data):
     from tempnlp.data.sources import build_train_dataset, locate
 

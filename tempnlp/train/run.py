@@ -95,9 +95,12 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             from tempnlp.train.recipe import parse_yaml
 
             before, now = _flatten(parse_yaml(saved.read_text(), str(saved))), _flatten(recipe.to_dict())
-            # Evaluation settings may change (they act after training); anything that shapes training may not.
+            # Evaluation settings may change (they act after training), and so may the description; anything that
+            # shapes training may not.
             changed = sorted(
-                k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and not k.startswith("evaluation.")
+                k
+                for k in before.keys() | now.keys()
+                if before.get(k) != now.get(k) and not k.startswith("evaluation.") and k != "description"
             )
             if changed:
                 details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])

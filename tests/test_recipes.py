@@ -87,7 +87,8 @@ def test_wrong_types_and_values_are_named():
         _minimal(evaluation={"sts": {"tasks": [12]}})
     )
     assert "evaluation.sts.tasks: " in _error(_minimal(evaluation={"sts": {"tasks": ["STSB-typo"]}}))
-    assert "data.file only applies to format sentences, not 'nli-triplets'" in _error(_minimal(data__file="x.txt"))
+    message = _error(_minimal(data__file="x.txt"))
+    assert "data.file only applies to format sentences or columns, not 'nli-triplets'" in message
 
 
 def test_loss_arguments_are_checked_by_building_the_loss_before_the_model_loads():

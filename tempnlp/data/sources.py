@@ -7,6 +7,7 @@ columns the loss takes, in order.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ def _split_file(folder: Path, split: str, subset: str | None = None) -> Path | N
     return None
 
 
-def _sentence_file(folder: Path, name: str) -> Path | None:
+def _named_file(folder: Path, name: str) -> Path | None:
     """The named file, or the mirror's ``.head`` sample of it (``wiki1m_for_simcse.head.txt``)."""
     if (folder / name).is_file():
         return folder / name
@@ -57,12 +58,12 @@ def _sentence_file(folder: Path, name: str) -> Path | None:
 
 def _missing_in_folder(folder: Path, fmt: str, split: str, file: str | None, subset: str | None) -> str | None:
     """What the folder lacks for this format, or None when it has everything."""
-    if fmt in ("nli-triplets", "columns"):
+    if fmt == "sentences" or (fmt == "columns" and file):
+        if _named_file(folder, file or "") is None:
+            return str(folder / (file or ""))
+    elif fmt in ("nli-triplets", "columns"):
         if _split_file(folder, split, subset) is None:
             return f"{(folder / subset) if subset else folder}/{split}.jsonl[.gz]"
-    elif fmt == "sentences":
-        if _sentence_file(folder, file or "") is None:
-            return str(folder / (file or ""))
     elif fmt == "beir":
         for stem in ("corpus", "queries"):
             if not any((folder / f"{stem}{s}").is_file() for s in (".jsonl", ".jsonl.gz")):
@@ -127,18 +128,47 @@ def _rows(located: Located, split: str, subset: str | None = None) -> Iterator[d
     yield from read_jsonl(path)
 
 
-def _sentences(located: Located, file: str, log: Callable[[str], None]) -> Iterator[str]:
+def _file_path(located: Located, file: str, log: Callable[[str], None]) -> Path:
+    """A file of the dataset repository: downloaded from the Hub, or found in the folder (or its sample)."""
     if located.source == "hub":
         from huggingface_hub import hf_hub_download
 
-        path = Path(hf_hub_download(located.dataset_id, file, repo_type="dataset"))
-    else:
-        path = _sentence_file(located.folder, file)
-        if path.name != file:
-            log(f"data: {file} is not in {located.folder}; using its sample {path.name}")
-    for _, line in read_lines(path):
+        return Path(hf_hub_download(located.dataset_id, file, repo_type="dataset"))
+    path = _named_file(located.folder, file)
+    if path.name != file:
+        log(f"data: {file} is not in {located.folder}; using its sample {path.name}")
+    return path
+
+
+def _sentences(located: Located, file: str, log: Callable[[str], None]) -> Iterator[str]:
+    for _, line in read_lines(_file_path(located, file, log)):
         if line.strip():
             yield line.strip()
+
+
+def table_kind(file: str) -> Literal["csv", "tsv", "jsonl"] | None:
+    """How a data file of format columns is read, from its name; None when it cannot be."""
+    name = file.lower()
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    return None
+
+
+def _table_rows(path: Path) -> Iterator[dict]:
+    """Rows of a .csv or .tsv file with a header line (every value a string, a missing one ""), or of JSON lines."""
+    kind = table_kind(path.name)
+    if kind == "jsonl":
+        yield from read_jsonl(path)
+        return
+    if kind is None:
+        raise ValueError(f"{path}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file.")
+    lines = (line for _, line in read_lines(path))  # UTF-8 errors and corrupt files named with the line
+    for row in csv.DictReader(lines, delimiter="," if kind == "csv" else "\t"):
+        yield {key: "" if value is None else value for key, value in row.items()}
 
 
 def beir_folder(located: Located) -> Path:
@@ -197,9 +227,14 @@ def build_train_dataset(
         sentences = _first(_sentences(located, spec.file, log), spec.limit)
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
     elif spec.format == "columns":
-        rows = _first(_rows(located, spec.split, spec.subset), spec.limit)
+        if spec.file:
+            rows = _first(_table_rows(_file_path(located, spec.file, log)), spec.limit)
+            where = f"file {spec.file!r}"
+        else:
+            rows = _first(_rows(located, spec.split, spec.subset), spec.limit)
+            where = f"split {spec.split!r}"
         if not rows:
-            raise ValueError(f"{located.describe()} split {spec.split!r} is empty.")
+            raise ValueError(f"{located.describe()} {where} is empty.")
         missing = [column for column in spec.columns if column not in rows[0]]
         if missing:
             raise ValueError(
@@ -209,7 +244,7 @@ def build_train_dataset(
             empty = [column for column in spec.columns if row.get(column) is None]
             if empty:  # a null would be trained on as the text "None"; a missing key is the same hole
                 raise ValueError(
-                    f"{located.describe()} split {spec.split!r}, row {number}: no value (missing or null) in "
+                    f"{located.describe()} {where}, row {number}: no value (missing or null) in "
                     f"column{'s' * (len(empty) > 1)} {', '.join(map(repr, empty))}. Drop or fill such rows before "
                     "training."
                 )

@@ -2,7 +2,8 @@
 
 A recipe has five sections and three top-level settings::
 
-    model:      name (Hub id), max_seq_length (training length), trust_remote_code
+    model:      name (Hub id), max_seq_length (training length), trust_remote_code, pooling (of a bare
+                checkpoint), simcse_mlp (SimCSE's MLP: train-only | keep)
     data:       dataset (Hub id), format (nli-triplets | sentences | beir | columns) and its options
     loss:       name (a tempnlp loss or MultipleNegativesRankingLoss), temperature, and the loss's own parameters
     training:   passed to SentenceTransformerTrainingArguments unchanged (batch size, learning rate, epochs, ...)
@@ -74,6 +75,14 @@ class ModelSpec(_Section):
     #: token length while training (SimCSE: 32); evaluation and the saved model keep the model's own length
     max_seq_length: int | None = None
     trust_remote_code: bool = False
+    #: a bare transformer checkpoint (no modules.json, e.g. bert-base-uncased) becomes Transformer + Pooling with
+    #: this mode: cls ([CLS] of the last layer), mean or max. null: sentence-transformers' own choice (mean for a
+    #: bare checkpoint; a sentence-transformers model keeps its saved pooling, which this may not override)
+    pooling: Literal["cls", "mean", "max"] | None = None
+    #: SimCSE's MLP (Linear + Tanh) over the pooled embedding: train-only (used while training, left out of
+    #: evaluation and of the saved model: the authors' --mlp_only_train, unsupervised SimCSE), keep (used
+    #: throughout and saved: supervised SimCSE), or null (none)
+    simcse_mlp: Literal["train-only", "keep"] | None = None
 
 
 class HardNegativeSpec(_Section):
@@ -100,7 +109,8 @@ class DataSpec(_Section):
     split: str = "train"
     #: keep the first N training examples (null: all)
     limit: int | None = None
-    #: sentences: the text file in the dataset repository
+    #: sentences: the text file in the dataset repository; columns: a .csv, .tsv or .jsonl[.gz] file of it, read
+    #: instead of a split (SimCSE's nli_for_simcse.csv)
     file: str | None = None
     #: columns: the Hub configuration (subset) name
     subset: str | None = None
@@ -117,11 +127,22 @@ class DataSpec(_Section):
             raise RecipeError("data.format 'sentences' reads a text file: set data.file (e.g. wiki1m_for_simcse.txt).")
         if self.format == "columns" and not self.columns:
             raise RecipeError("data.format 'columns' needs data.columns: the text columns in loss order.")
-        for option, formats in (("file", ("sentences",)), ("subset", ("columns",)), ("columns", ("columns",)),
-                                ("hard_negatives", ("beir",))):  # fmt: skip
+        for option, formats in (("file", ("sentences", "columns")), ("subset", ("columns",)),
+                                ("columns", ("columns",)), ("hard_negatives", ("beir",))):  # fmt: skip
             if getattr(self, option) is not None and self.format not in formats:
                 raise RecipeError(
                     f"data.{option} only applies to format {' or '.join(formats)}, not {self.format!r}: remove it."
+                )
+        if self.format == "columns" and self.file is not None:
+            from tempnlp.data.sources import table_kind
+
+            if self.subset is not None:
+                raise RecipeError(
+                    "data.subset names a Hub configuration, but data.file is read as it is: remove one of them."
+                )
+            if table_kind(self.file) is None:
+                raise RecipeError(
+                    f"data.file {self.file!r}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file."
                 )
         if self.format == "beir" and self.hard_negatives is None:
             self.hard_negatives = HardNegativeSpec()
@@ -234,6 +255,9 @@ class Recipe(_Section):
                 **loss["params"],
             }
 
+        for key in ("pooling", "simcse_mlp"):  # left out when unset: recipes without them resolve as before
+            if raw["model"][key] is None:
+                del raw["model"][key]
         if raw["datasets"] is None:
             raw["loss"] = flat(raw["loss"])
             ordered = ["description", "model", "data", "loss", "training", "evaluation", "seed", "precision"]

@@ -35,6 +35,7 @@ from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
 from tempnlp.evaluation.sts import stsb_evaluator
+from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
 from tempnlp.provenance import machine_description, package_versions  # also imported from here by eval/bench_loss.py
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.folder import LOCK_FILE, RunLock, check_writable, checkpoint_problem, remove_leftovers
@@ -45,7 +46,15 @@ from tempnlp.train.logs import (
     keeps_sample_temperatures,
     write_history,
 )
-from tempnlp.train.recipe import Recipe, RecipeError, TaskSpec, check_loss, loss_arguments, loss_classes
+from tempnlp.train.recipe import (
+    ModelSpec,
+    Recipe,
+    RecipeError,
+    TaskSpec,
+    check_loss,
+    loss_arguments,
+    loss_classes,
+)
 from tempnlp.train.state import add_index_column, has_loss_state, track_loss_state
 
 RECIPE_FILE = "recipe.yaml"
@@ -94,9 +103,12 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
             from tempnlp.train.recipe import parse_yaml
 
             before, now = _flatten(parse_yaml(saved.read_text(), str(saved))), _flatten(recipe.to_dict())
-            # Evaluation settings may change (they act after training); anything that shapes training may not.
+            # Evaluation settings may change (they act after training), and so may the description; anything that
+            # shapes training may not.
             changed = sorted(
-                k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and not k.startswith("evaluation.")
+                k
+                for k in before.keys() | now.keys()
+                if before.get(k) != now.get(k) and not k.startswith("evaluation.") and k != "description"
             )
             if changed:
                 details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
@@ -178,9 +190,10 @@ def build_loss(task: TaskSpec, model: SentenceTransformer, num_samples: int) -> 
         raise RecipeError(f"loss {task.loss.name}: {error}") from error
 
 
-def _load_model(name: str, path: str, trust_remote_code: bool) -> SentenceTransformer:
+def _load_model(spec: ModelSpec, path: str) -> SentenceTransformer:
+    name = spec.name
     try:
-        return SentenceTransformer(path, trust_remote_code=trust_remote_code)
+        return build_model(spec, path)
     except OSError as error:
         root = mirror_root()
         where = f"a local folder, nor in the mirror ({root / 'models' / name})" if root else "a local folder"
@@ -204,6 +217,36 @@ def _model_source(name: str) -> tuple[str, str]:
     if root is not None and Path(resolved).is_relative_to(root):
         return resolved, f"model: {name} from the mirror ({resolved})"
     return resolved, f"model: {name} from the Hugging Face Hub"
+
+
+def build_model(spec: ModelSpec, path: str) -> SentenceTransformer:
+    """The model to train: the model saved at ``path``, or, with ``spec.pooling``, Transformer + Pooling over a
+    bare transformer checkpoint; with ``spec.simcse_mlp``, SimCSE's MLP after the last module."""
+
+    def mlp(dimension: int) -> SimCSEMLP:
+        return SimCSEMLP(dimension, train_only=spec.simcse_mlp == "train-only")
+
+    if spec.pooling is None:
+        model = SentenceTransformer(path, trust_remote_code=spec.trust_remote_code)
+        if spec.simcse_mlp is not None:
+            model.append(mlp(model.get_embedding_dimension()).to(model.device))
+        return model
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from sentence_transformers.util import is_sentence_transformer_model
+
+    if is_sentence_transformer_model(path):
+        raise RecipeError(
+            f"model.pooling: {spec.name} is a sentence-transformers model, whose saved modules set the pooling, "
+            "while model.pooling builds the model over a bare transformer checkpoint (such as bert-base-uncased). "
+            "Remove model.pooling (--set model.pooling=null) to train the model as it was saved."
+        )
+    trust = {"trust_remote_code": spec.trust_remote_code}
+    transformer = Transformer(path, model_kwargs=dict(trust), processor_kwargs=dict(trust), config_kwargs=dict(trust))
+    dimension = transformer.get_embedding_dimension()
+    modules = [transformer, Pooling(dimension, pooling_mode=spec.pooling)]
+    if spec.simcse_mlp is not None:
+        modules.append(mlp(dimension))
+    return SentenceTransformer(modules=modules, trust_remote_code=spec.trust_remote_code)
 
 
 def _scores(
@@ -267,15 +310,28 @@ def _model_card_section(
         config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
         parameters = ", ".join(f"{key}={value}" for key, value in config.items())
         spec = task.data
+        part = f"file `{spec.file}`" if spec.file else f"split `{spec.split}`"
         lines += ([f"- Dataset `{name}`:"] if name else []) + [
             f"{'  ' if name else ''}- Loss: `{type(loss).__name__}({parameters})`",
             f"{'  ' if name else ''}- Temperature: {_temperature_text(loss)}",
-            f"{'  ' if name else ''}- Training data: `{spec.dataset}` ({spec.format}, split `{spec.split}`, "
+            f"{'  ' if name else ''}- Training data: `{spec.dataset}` ({spec.format}, {part}, "
             f"{rows[name]} examples, read {data[name].describe().split(' ', 1)[1]})",
         ]
     if recipe.datasets is not None:
         sampler = recipe.training.get("multi_dataset_batch_sampler", "proportional")
         lines.append(f"- Batches drawn from the datasets: {sampler}")
+    if recipe.model.pooling is not None:
+        lines.append(f"- Built over the bare checkpoint: Transformer + Pooling (`{recipe.model.pooling}`)")
+    if recipe.model.simcse_mlp == "train-only":
+        lines.append(
+            "- SimCSE's MLP (Linear + Tanh over the pooled embedding) was used in training only: it is not part of "
+            "this model, which embeds with the pooling alone"
+        )
+    elif recipe.model.simcse_mlp == "keep":
+        lines.append(
+            "- SimCSE's MLP (Linear + Tanh over the pooled embedding) was trained with the model and is kept: its "
+            "last module, sentence-transformers' `Dense` with `Tanh`"
+        )
     return (
         "\n\n## tempnlp run\n\n" + "\n".join(lines) + "\n"
         f"- Base model: `{recipe.model.name}`; seed {recipe.seed}\n"
@@ -421,7 +477,7 @@ def _run_recipe(
         for name, task in tasks.items()
         if task.data.format != "beir"
     }
-    model = _load_model(recipe.model.name, path, recipe.model.trust_remote_code)
+    model = _load_model(recipe.model, path)
     eval_length = model.max_seq_length
     train_datasets, losses = {}, {}
     for name, task in tasks.items():
@@ -482,6 +538,7 @@ def _run_recipe(
     train_seconds = time.perf_counter() - train_start
     peak_memory = _peak_memory_mib()  # of training (and what came before), not of the final evaluation
     model.max_seq_length = eval_length
+    finish_simcse_mlp(model)  # the model to save and score: a train-only MLP leaves it, a kept one stays
     if not trainer.is_world_process_zero():
         return {}
     write_history(output_dir, trainer.state.log_history)

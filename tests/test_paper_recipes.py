@@ -81,7 +81,11 @@ def test_the_papers_settings_and_descriptions():
     macl, _ = load_recipe(PAPERS / "unsup-simcse-bert-macl.yaml")
     assert "not confirmed" in macl.description  # the MACL authors' SimCSE settings are not published
     four, _ = load_recipe(PAPERS / SUP, variant="four-gpus")
-    assert four.training["per_device_train_batch_size"] == 128 and four.loss.params == {"gather_across_devices": True}
+    assert four.training["per_device_train_batch_size"] == 128 and four.loss.params["gather_across_devices"]
+    for path in PAPERS.glob("*.yaml"):  # a GPU run reads nothing back from the device each step
+        recipe, _ = load_recipe(path)
+        assert recipe.loss.params["check_finite"] is False and not recipe.training["logging_nan_inf_filter"], path
+        assert recipe.training["dataloader_num_workers"] == 4, path
 
 
 @pytest.fixture(scope="module")

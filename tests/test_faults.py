@@ -199,33 +199,49 @@ def test_unusable_output_folders_and_models_are_named(tmp_path, tiny_model_path,
     _fails(capsys, ["train", str(recipe), "--output-dir", str(tmp_path / "h")], "'nobody/no-such-model' could not")
 
 
-def test_the_output_folder_is_locked_and_a_stale_lock_is_taken_over(tmp_path, tiny_model_path, capsys):
+def test_the_output_folder_is_locked_and_a_killed_holder_leaves_no_stale_lock(tmp_path, tiny_model_path, capsys):
     from tempnlp.train.folder import LOCK_FILE
 
     data = _columns(tmp_path / "data", _pairs())
     recipe = _recipe(tmp_path, tiny_model_path, data, training__max_steps=2)
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder_code = (
+        "import fcntl, json, os, sys, time\n"
+        f"handle = open({str(out / LOCK_FILE)!r}, 'a+')\n"
+        "fcntl.flock(handle.fileno(), fcntl.LOCK_EX)\n"
+        "handle.write(json.dumps({'pid': os.getpid(), 'host': 'here', 'started': 'today'})); handle.flush()\n"
+        "print('locked', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code], stdout=subprocess.PIPE, text=True)
     try:
-        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": "2026-12-01 10:00:00"}
-        (out / LOCK_FILE).write_text(json.dumps(lock))
-        _fails(
-            capsys,
-            ["train", str(recipe), "--output-dir", str(out)],
-            f"in use by another tempnlp run (process {holder.pid}",
-        )
+        assert holder.stdout.readline().strip() == "locked"
+        message = f"in use by another tempnlp run (process {holder.pid} on host here, started today)"
+        _fails(capsys, ["train", str(recipe), "--output-dir", str(out)], message)
     finally:
-        holder.kill()
+        holder.kill()  # kill -9: the kernel drops its lock, its record stays in the file
         holder.wait()
-    # the holder is gone: its lock is stale, taken over with a message; leftovers of its writes are removed
+    # leftovers of a killed run's atomic writes are removed
     (out / ".results.json.abc123.tmp").write_text("half")
     (out / ".model.tmp999").mkdir()
     assert main(["train", str(recipe), "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"taking over the lock of process {holder.pid}, which is gone" in printed
+    assert f"the run that held it (process {holder.pid}) is gone" in printed
     assert "removed 2 leftover temp file(s)" in printed
-    assert not (out / LOCK_FILE).exists() and not list(out.glob(".*.tmp")) and (out / "model").is_dir()
+    assert (out / LOCK_FILE).read_text() == "" and not list(out.glob(".*.tmp")) and (out / "model").is_dir()
+
+
+def test_a_model_whose_final_rename_a_kill_interrupted_is_restored(tmp_path):
+    from tempnlp.train.folder import remove_leftovers
+
+    (tmp_path / ".model.old12").mkdir()
+    (tmp_path / ".model.old12" / "weights").write_text("old")
+    (tmp_path / ".model.tmp12").mkdir()
+    (tmp_path / ".model.tmp12" / "weights").write_text("new")
+    said = []
+    remove_leftovers(tmp_path, said.append)
+    assert (tmp_path / "model" / "weights").read_text() == "new" and not list(tmp_path.glob(".model.*"))
+    assert "restored model/ from .model.tmp12" in said[0]
 
 
 # --------------------------------------------------------------------------------------------------- checkpoints
@@ -363,3 +379,15 @@ def test_a_run_killed_at_random_moments_resumes_to_the_same_weights_and_loss_sta
         state[run] = torch.load(last / "loss_state.pt", weights_only=True)
     for key, value in state[reference].items():
         assert torch.equal(value, state[out][key]), key
+
+
+def test_epochs_do_not_matter_under_max_steps_and_a_bom_is_not_part_of_the_first_line(tmp_path, tiny_model_path):
+    from tempnlp.data.hub import read_lines
+    from tempnlp.train.recipe import check_training_values
+
+    check_training_values({"num_train_epochs": 0, "max_steps": 3})  # the trainer ignores epochs here
+    with pytest.raises(ValueError, match="num_train_epochs must be a number of epochs above 0"):
+        check_training_values({"num_train_epochs": 0})
+    path = tmp_path / "table.csv"
+    path.write_bytes("\ufeffsent0,sent1\nx,y\n".encode())
+    assert [line for _, line in read_lines(path)] == ["sent0,sent1\n", "x,y\n"]

@@ -1,14 +1,14 @@
 """The run folder: one run at a time (a lock file), leftovers of a killed run removed, complete checkpoints told
 from ones a kill cut short.
 
-The lock is ``.tempnlp.lock`` in the output folder, created exclusively, holding the PID, host and start time of
-the run that owns it. A second run into the same folder stops with who holds it. A lock whose process is gone (a
-run killed with -9) is taken over with a message; a lock from another host cannot be checked from here, so it is
-reported with the command to remove it.
+The lock is an exclusive ``flock`` on ``.tempnlp.lock`` in the output folder, whose text names the PID, host and
+start time of the run that holds it. A second run into the same folder stops with who holds it. The kernel
+releases the lock when its process ends, so a run killed with -9 leaves nothing stale behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -43,65 +43,59 @@ def check_writable(folder: Path) -> None:
         raise FolderError(f"--output-dir {folder} is not writable by this user: choose another --output-dir.")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """``with RunLock(folder, say):`` holds the folder's lock for the run; released on exit, even on an error."""
+    """``with RunLock(folder, say):`` holds the folder's lock for the run.
+
+    The lock is an exclusive ``flock`` on ``.tempnlp.lock``, which the kernel releases when the process ends, however
+    it ends: a run killed with -9 leaves no stale lock, and a reused PID cannot look like a live owner. The file
+    holds the owner's PID, host and start time for the message a second run prints; it stays in the folder,
+    emptied, when the run ends (removing it could let two runs lock two different files).
+    """
 
     def __init__(self, folder: Path, say: Callable[[str], None]) -> None:
         self.path = Path(folder) / LOCK_FILE
         self.say = say
-        self.held = False
-
-    def _owner(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # vanished, or half-written by a run killed while taking it
+        self._handle = None
 
     def acquire(self) -> None:
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(3):
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the run
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read()
+            handle.close()
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is None or (owner.get("host") == record["host"] and not _alive(int(owner.get("pid", -1)))):
-                    who = "an unreadable lock" if owner is None else f"process {owner['pid']}, which is gone"
-                    self.say(f"output folder: taking over the lock of {who} ({self.path})")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                where = "on this host" if owner.get("host") == record["host"] else f"on host {owner.get('host')}"
-                hint = (
-                    "Wait for it to finish or stop it"
-                    if owner.get("host") == record["host"]
-                    else f"If no run is using the folder any more, remove {self.path}"
-                )
-                raise FolderError(
-                    f"{self.path.parent} is in use by another tempnlp run (process {owner.get('pid')} {where}, "
-                    f"started {owner.get('started')}). Two runs in one folder would mix their checkpoints. {hint}, "
-                    "or choose another --output-dir."
-                ) from None
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-            self.held = True
-            return
-        raise FolderError(f"Could not take the lock {self.path}: another run keeps taking it. Try again.")
+                owner = json.loads(text)
+            except ValueError:
+                owner = {}
+            raise FolderError(
+                f"{self.path.parent} is in use by another tempnlp run (process {owner.get('pid', '?')} on host "
+                f"{owner.get('host', '?')}, started {owner.get('started', '?')}). Two runs in one folder would mix "
+                "their checkpoints: wait for it to finish or stop it, or choose another --output-dir."
+            ) from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:  # the record of a run that ended without clearing it: killed
+            try:
+                self.say(f"output folder: the run that held it (process {json.loads(previous)['pid']}) is gone")
+            except (ValueError, KeyError, TypeError):
+                self.say("output folder: the run that held it is gone")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(record))
+        handle.flush()
+        self._handle = handle
 
     def release(self) -> None:
-        if self.held:
-            owner = self._owner()
-            if owner is not None and owner.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
+            self._handle.flush()
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -113,6 +107,12 @@ class RunLock:
 
 def remove_leftovers(folder: Path, say: Callable[[str], None]) -> None:
     """Temp files and folders that a killed run's atomic writes left in the output folder (call under the lock)."""
+    model, olds = folder / "model", sorted(folder.glob(".model.old*"))
+    if not model.exists() and olds:
+        # killed between moving the old model aside and moving the new one in: the new one was complete
+        news = sorted(folder.glob(".model.tmp*"))
+        os.replace(news[-1] if news else olds[-1], model)
+        say(f"output folder: restored model/ from {(news or olds)[-1].name}, left by a run killed while saving it")
     found = {path for pattern in LEFTOVER_PATTERNS[1:] for path in folder.glob(pattern)}
     found = sorted(found | set(folder.rglob(LEFTOVER_PATTERNS[0])))
     for path in found:

@@ -9,6 +9,7 @@ import math
 from numbers import Real
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
@@ -93,14 +94,22 @@ def check_finite_and_indices(
     Under gathering, ``local_indices`` are this rank's: they must be distinct, while the same index on two ranks
     is allowed (its state is written once, see :mod:`tempnlp._rows`).
 
-    This is the loss's only host synchronisation (one fused reduction, one boolean read per check); losses expose
-    ``check_finite=False`` to skip it when throughput on an accelerator matters more than the early error.
+    This is the loss's one host synchronisation (one fused reduction, one boolean read per check; with gathering,
+    the exchange of the ranks' row counts is another); losses expose ``check_finite=False`` to skip it when
+    throughput on an accelerator matters more than the early error.
     """
     flags = [emb.isfinite().all() for emb in embeddings]
     if indices is not None:
         ordered = (indices if local_indices is None else local_indices).sort().values
         flags += [(indices >= 0).all() & (indices < (num_samples or 0)).all(), (ordered[1:] != ordered[:-1]).all()]
-    values = torch.stack(flags).tolist()
+    flags = torch.stack(flags)
+    if local_indices is not None and dist.is_available() and dist.is_initialized():
+        # this rank's distinctness is its own: agree on the verdict first, so that every rank raises or none
+        # does (a lone rank raising would leave the others waiting in the backward pass's collectives)
+        agreed = flags.to(torch.int32)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        flags = agreed.bool()
+    values = flags.tolist()
     finite = values[: len(embeddings)]
     if not all(finite):
         bad = [name for name, flag in zip(names, finite, strict=True) if not flag]

@@ -33,11 +33,22 @@ class Loss(nn.Module):
         self.objective.temperature.states[0].seen[rank] = True
 
 
+class PerProcess(nn.Module):
+    """A loss whose state is per process by design (a momentum queue): never broadcast, never compared."""
+
+    has_state = True
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.objective = InfoNCE(0.05)
+        self.register_buffer("queue", torch.full((3,), float(rank)))
+
+
 def main() -> None:
     output = Path(sys.argv[1])
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    losses = {"nli": Loss(rank), "other": Loss(rank)}
+    losses = {"nli": Loss(rank), "other": Loss(rank), "queue": PerProcess(rank)}
     callback = LossStateCallback(losses)
     args = SimpleNamespace(world_size=2, output_dir=str(output), num_train_epochs=3)
     state = SimpleNamespace(global_step=0, num_train_epochs=3, is_world_process_zero=rank == 0)
@@ -58,7 +69,18 @@ def main() -> None:
     except ValueError as caught:
         error = str(caught)
     written = (output / "checkpoint-10").exists()
-    torch.save({"state": after_start, "agreed": agreed, "error": error, "written": written}, output / f"rank{rank}.pt")
+    # a duplicate index within rank 1's own batch: every rank raises (none is left waiting in a collective)
+    objective = InfoNCE(IndividualTemperature(6), gather_across_devices=True)
+    indices = torch.tensor([0, 0]) if rank == 1 else torch.tensor([2, 3])
+    try:
+        objective(torch.randn(2, 4), torch.randn(2, 4), indices).backward()
+        duplicate = None
+    except ValueError as caught:
+        duplicate = str(caught)
+    torch.save(
+        {"state": after_start, "agreed": agreed, "error": error, "written": written, "duplicate": duplicate},
+        output / f"rank{rank}.pt",
+    )
     dist.barrier()
     dist.destroy_process_group()
 

@@ -218,13 +218,22 @@ class LossStateCallback(TrainerCallback):
             if getattr(loss, "acts_on_revisit", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
         if _several_processes():  # after a resume's read, so that every rank starts from what rank 0 holds
-            broadcast_loss_state(self.losses)
+            broadcast_loss_state(self._gathering())
+
+    def _gathering(self) -> dict[str, object]:
+        """The losses every rank computes on the global batch, whose state must agree across ranks. A momentum
+        queue is per process (it refuses gathering), so its contents differ by rank by design."""
+        return {
+            name: loss
+            for name, loss in self.losses.items()
+            if getattr(getattr(loss, "objective", None), "gather_across_devices", False)
+        }
 
     def _save(self, args, state) -> None:
         if self._saved_step == state.global_step:
             return
         if _several_processes():  # every rank takes part; a rank that drifted stops the run before the save
-            check_loss_state_agrees(self.losses, state.global_step)
+            check_loss_state_agrees(self._gathering(), state.global_step)
         self._saved_step = state.global_step
         if not state.is_world_process_zero:
             return

@@ -120,3 +120,23 @@ def test_the_ema_copy_embeds_under_the_autocast_the_encoder_ran_under(tiny_model
     tiny_model.forward = under_autocast
     loss([_features(tiny_model, c) for c in (TEXTS[4:], [t.replace("a ", "one ") for t in TEXTS[4:]])], None)
     assert seen[0] == torch.float32 and seen[-1] == torch.bfloat16
+
+
+def test_a_train_only_head_acts_in_the_ema_copy_so_queue_and_anchors_share_a_space(tiny_model):
+    """The EMA copy runs in eval mode, which would switch off SimCSE's train-only MLP: the queue would hold
+    embeddings before the head while anchors and positives come after it."""
+    from tempnlp.modules import SimCSEMLP
+
+    tiny_model.append(SimCSEMLP(tiny_model.get_embedding_dimension(), train_only=True))
+    loss = InfoNCELoss(tiny_model, queue_size=8, queue_momentum=0.0)
+    heads = [m for m in loss.queue.ema_encoder.modules() if isinstance(m, SimCSEMLP)]
+    assert len(heads) == 1 and heads[0].train_only is False
+    head = next(m for m in tiny_model.modules() if isinstance(m, SimCSEMLP))
+    assert head.train_only is True  # the model's own head is left as it was
+    features = _features(tiny_model, TEXTS[:4])
+    loss.queue.update(tiny_model, dict(features))
+    tiny_model.eval()
+    head.train_only = False  # the reference: the model (the same weights at momentum 0) with its head acting
+    with torch.no_grad():
+        expected = F.normalize(tiny_model(dict(features))["sentence_embedding"].float(), dim=1)
+    torch.testing.assert_close(loss.queue.negatives(), expected)

@@ -49,6 +49,9 @@ class MomentumQueue(nn.Module):
         self.ema_encoder = copy.deepcopy(model)
         self.ema_encoder.requires_grad_(False)
         self.ema_encoder.eval()
+        for module in self.ema_encoder.modules():  # eval mode would switch off a train-only head (SimCSE's MLP),
+            if getattr(module, "train_only", False):  # putting the queue in another space than the anchors
+                module.train_only = False
         for parameter in self.ema_encoder.parameters():
             if parameter.is_floating_point() and parameter.element_size() < 4:
                 parameter.data = parameter.data.float()

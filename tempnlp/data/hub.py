@@ -72,7 +72,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         with opener(path, "rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
                 try:
-                    yield line_number, raw.decode("utf-8")
+                    yield line_number, raw.decode("utf-8-sig" if line_number == 1 else "utf-8")  # drop a BOM
                 except UnicodeDecodeError as error:
                     raise ValueError(
                         f"{path}:{line_number}: not UTF-8 text ({error.reason} at byte {error.start} of the line). "

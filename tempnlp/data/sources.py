@@ -167,8 +167,8 @@ def _table_rows(path: Path) -> Iterator[dict]:
     if kind is None:
         raise ValueError(f"{path}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file.")
     lines = (line for _, line in read_lines(path))  # UTF-8 errors and corrupt files named with the line
-    for row in csv.DictReader(lines, delimiter="," if kind == "csv" else "\t"):
-        yield {key: "" if value is None else value for key, value in row.items()}
+    # a row shorter than the header has None in its missing cells, which the columns check names
+    yield from csv.DictReader(lines, delimiter="," if kind == "csv" else "\t")
 
 
 def beir_folder(located: Located) -> Path:

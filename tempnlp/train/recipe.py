@@ -601,7 +601,10 @@ _POSITIVE = {
 def check_training_values(training: dict[str, Any]) -> None:
     """Values that pass the trainer's types but would fail later, silently or after the model and data loaded:
     a NaN learning rate, batch size 0, max_steps 0 (which trains one step)."""
+    max_steps = training.get("max_steps")
     for key, meaning in _POSITIVE.items():
+        if key == "num_train_epochs" and isinstance(max_steps, int) and max_steps > 0:
+            continue  # max_steps overrides the epochs
         value = training.get(key)
         if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise RecipeError(f"training.{key} must be {meaning}, got {value!r}.")
@@ -609,7 +612,6 @@ def check_training_values(training: dict[str, Any]) -> None:
         value = training.get(key)
         if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
             raise RecipeError(f"training.{key} must be a finite number >= 0, got {value!r}.")
-    max_steps = training.get("max_steps")
     if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
         raise RecipeError(
             f"training.max_steps must be a positive number of optimizer steps, or -1 to train for "

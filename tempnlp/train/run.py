@@ -78,11 +78,11 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _training_part(recipe_yaml: str) -> dict[str, Any]:
-    """A recipe's settings without its evaluation section, which may change between a run and its resume."""
+    """A recipe's settings without its evaluation section and description, which may change on a resume."""
     from tempnlp.train.recipe import parse_yaml
 
     flat = _flatten(parse_yaml(recipe_yaml, RECIPE_FILE))
-    return {key: value for key, value in flat.items() if not key.startswith("evaluation.")}
+    return {k: v for k, v in flat.items() if not k.startswith("evaluation.") and k != "description"}
 
 
 def _same_recipe(saved: Path, recipe: Recipe) -> bool:

@@ -295,14 +295,20 @@ def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
         return None
     trained = [s for s in found if _trained(found[s])]
     means = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in trained}
-    best = max(fixed, key=lambda name: (means[name], -fixed[name]))
     complete = sorted(set.intersection(*(set(found[name]) for name in fixed)))  # seeds every fixed tau finished
+    if not complete:
+        return None
+    # the best fixed tau by its mean over the seeds every fixed tau has, so a tau with fewer seeds cannot win by luck
+    paired_means = {name: np.mean([found[name][seed]["scores"][summary] for seed in complete]) for name in fixed}
+    best = max(fixed, key=lambda name: (paired_means[name], -fixed[name]))
     medians = {seed: float(np.median([found[name][seed]["scores"][summary] for name in fixed])) for seed in complete}
     order = sorted(trained, key=lambda s: -means[s])
     rows = []
     for strategy in trained:
         cells = found[strategy]
         shared = sorted(set(cells) & set(found[best]))
+        if not shared:
+            continue  # no seed to pair with the best fixed tau yet
         against_best = [found[best][seed]["scores"][summary] - cells[seed]["scores"][summary] for seed in shared]
         against_median = [medians[seed] - cells[seed]["scores"][summary] for seed in sorted(set(cells) & set(medians))]
         rows.append(
@@ -652,9 +658,9 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "",
             f"Regret is a fixed tau's {summary} minus the strategy's, paired by seed and averaged over the seeds "
             "both ran (positive: the strategy scores below). The best fixed tau is the one with the best mean over "
-            "seeds, as a user tuning tau on this task would pick it; the median fixed tau is, per seed, the median "
-            "of the fixed taus' scores (seeds where every fixed tau finished), what an untuned pick gives. Rank is "
-            f"by mean {summary} among the trained strategies.",
+            "the seeds every fixed tau finished, as a user tuning tau on this task would pick it; the median fixed "
+            "tau is, per such seed, the median of the fixed taus' scores, what an untuned pick gives. Rank is by "
+            f"mean {summary} among the trained strategies.",
             "",
             *regret_table(grid, found, summary),
             "",

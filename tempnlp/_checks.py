@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from tempnlp._processes import several_processes
+
 
 def positive_float(name: str, value: object, *, hint: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -103,7 +105,7 @@ def check_finite_and_indices(
         ordered = (indices if local_indices is None else local_indices).sort().values
         flags += [(indices >= 0).all() & (indices < (num_samples or 0)).all(), (ordered[1:] != ordered[:-1]).all()]
     flags = torch.stack(flags)
-    if local_indices is not None and dist.is_available() and dist.is_initialized():
+    if local_indices is not None and several_processes():
         # this rank's distinctness is its own: agree on the verdict first, so that every rank raises or none
         # does (a lone rank raising would leave the others waiting in the backward pass's collectives)
         agreed = flags.to(torch.int32)

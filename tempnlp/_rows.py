@@ -9,8 +9,9 @@ rank and in every run. Within one rank a batch of distinct samples is required a
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from tempnlp._processes import several_processes
 
 
 def first_rows(indices: Tensor) -> Tensor:
@@ -22,6 +23,6 @@ def first_rows(indices: Tensor) -> Tensor:
 def write_rows(buffer: Tensor, indices: Tensor, values: Tensor | bool) -> None:
     """``buffer[indices] = values``, with repeated indices (only possible across ranks) written once, by their
     first row."""
-    if isinstance(values, Tensor) and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if isinstance(values, Tensor) and several_processes():
         values = values[first_rows(indices)]
     buffer[indices] = values.to(buffer.dtype) if isinstance(values, Tensor) else values

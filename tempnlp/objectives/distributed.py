@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from tempnlp._processes import several_processes
 
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+distributed = several_processes  # a module attribute, so tests can stand in for a multi-process job
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -26,6 +26,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tempnlp._io import write_bytes_atomic
+from tempnlp._processes import several_processes
 from tempnlp.temperature.individual import warn_single_epoch
 
 INDEX_COLUMN = "label"
@@ -87,10 +88,6 @@ def has_loss_state(loss) -> bool:
 def _own_state(loss: nn.Module) -> dict[str, torch.Tensor]:
     """The loss's buffers and parameters, the encoder's excluded: tensors that share storage with the loss."""
     return {key: value for key, value in loss.state_dict().items() if not key.startswith("model.")}
-
-
-def _several_processes() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def broadcast_loss_state(losses: Mapping[str, nn.Module]) -> None:
@@ -217,7 +214,7 @@ class LossStateCallback(TrainerCallback):
         for loss in self.losses.values():
             if getattr(loss, "acts_on_revisit", False):
                 warn_single_epoch(float(epochs), type(loss).__name__)
-        if _several_processes():  # after a resume's read, so that every rank starts from what rank 0 holds
+        if several_processes():  # after a resume's read, so that every rank starts from what rank 0 holds
             broadcast_loss_state(self._gathering())
 
     def _gathering(self) -> dict[str, object]:
@@ -232,7 +229,7 @@ class LossStateCallback(TrainerCallback):
     def _save(self, args, state) -> None:
         if self._saved_step == state.global_step:
             return
-        if _several_processes():  # every rank takes part; a rank that drifted stops the run before the save
+        if several_processes():  # every rank takes part; a rank that drifted stops the run before the save
             check_loss_state_agrees(self._gathering(), state.global_step)
         self._saved_step = state.global_step
         if not state.is_world_process_zero:

@@ -9,6 +9,7 @@ only in what they move with it (one buffer entry per sample, or a network's weig
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,6 +46,15 @@ class RobustTemperature(TemperaturePolicy):
         """For the policies that take iSogCLR's step themselves (see :meth:`moved`)."""
         self.eta = positive_float("eta", eta)
         self.beta = moving_average_weight("beta", beta)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The DRO arguments, in the constructors' order; eta and beta for the policies that take the step."""
+        config: dict[str, Any] = {"tau_init": self.tau_init, "tau_min": self.tau_min, "tau_max": self.tau_max}
+        config["rho"] = self.rho
+        if hasattr(self, "eta"):
+            config.update(eta=self.eta, beta=self.beta)
+        config["grad_clip"] = self.grad_clip
+        return config
 
     def moved(self, tau: Tensor, u: Tensor, gradient: Tensor) -> tuple[Tensor, Tensor]:
         """iSogCLR's step: ``u = (1 - beta) u + beta G``, ``tau = clip(tau - eta u, tau_min, tau_max)``."""

@@ -91,14 +91,3 @@ class GlobalDROTemperature(RobustTemperature):
                 self.u.copy_(u)
                 self.tau.copy_(tau)
         return row_losses
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {
-            "tau_init": self.tau_init,
-            "tau_min": self.tau_min,
-            "tau_max": self.tau_max,
-            "rho": self.rho,
-            "eta": self.eta,
-            "beta": self.beta,
-            "grad_clip": self.grad_clip,
-        }

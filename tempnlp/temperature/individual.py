@@ -161,13 +161,7 @@ class IndividualTemperature(RobustTemperature):
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "num_samples": self.num_samples,
-            "tau_init": self.tau_init,
-            "tau_min": self.tau_min,
-            "tau_max": self.tau_max,
-            "rho": self.rho,
-            "eta": self.eta,
-            "beta": self.beta,
-            "grad_clip": self.grad_clip,
+            **super().get_config_dict(),
             **({"share_directions": True} if self.share_directions else {}),
         }
 

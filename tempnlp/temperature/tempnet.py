@@ -157,12 +157,4 @@ class TempNetTemperature(RobustTemperature):
 
     def get_config_dict(self) -> dict[str, Any]:
         hidden = getattr(getattr(self.network, "hidden", None), "out_features", None)
-        return {
-            "embedding_dim": self.embedding_dim,
-            "hidden": hidden,
-            "tau_init": self.tau_init,
-            "tau_min": self.tau_min,
-            "tau_max": self.tau_max,
-            "rho": self.rho,
-            "grad_clip": self.grad_clip,
-        }
+        return {"embedding_dim": self.embedding_dim, "hidden": hidden, **super().get_config_dict()}

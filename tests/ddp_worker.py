@@ -5,7 +5,6 @@ Usage: torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py NAME OUTPUT_
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).parent))
-from distributed_cases import CASES, STEPS, global_inputs, layout_indices, make_encoder, rank_rows
+from distributed_cases import CASES, STEPS, finish_worker, global_inputs, layout_indices, make_encoder, rank_rows
 
 
 def main() -> None:
@@ -41,15 +40,8 @@ def main() -> None:
         encoder.zero_grad()
         objective.zero_grad()
     record["state"] = {k: v.clone() for k, v in objective.state_dict().items()}
-    torch.save(record, output / f"rank{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_worker(record, output / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
     main()
-    # gloo's worker threads can abort ("terminate called without an active exception") in static destructors at
-    # interpreter exit, after all work is done and saved: leave without running them.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -66,3 +66,22 @@ def global_inputs(step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     negatives = torch.randn(GLOBAL_BATCH, DIM, generator=generator, dtype=torch.float64)
     indices = torch.randperm(NUM_SAMPLES, generator=generator)[:GLOBAL_BATCH]
     return [anchors, positives, negatives], indices
+
+
+def finish_worker(record: object, path) -> None:
+    """A worker's end: save what it recorded, wait for the other rank, and leave without Python's teardown.
+
+    gloo's worker threads can abort ("terminate called without an active exception") in static destructors at
+    interpreter exit, after all work is done and saved: the process exits before running them.
+    """
+    import os
+    import sys
+
+    import torch.distributed as dist
+
+    torch.save(record, path)
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

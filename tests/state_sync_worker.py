@@ -9,7 +9,6 @@ the ranks agree, and stop on every rank, naming the tensor and the rank, once ra
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +16,9 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_cases import finish_worker
 
 from tempnlp.objectives import InfoNCE
 from tempnlp.temperature import IndividualTemperature, LearnableTemperature
@@ -77,16 +79,9 @@ def main() -> None:
         duplicate = None
     except ValueError as caught:
         duplicate = str(caught)
-    torch.save(
-        {"state": after_start, "agreed": agreed, "error": error, "written": written, "duplicate": duplicate},
-        output / f"rank{rank}.pt",
-    )
-    dist.barrier()
-    dist.destroy_process_group()
+    record = {"state": after_start, "agreed": agreed, "error": error, "written": written, "duplicate": duplicate}
+    finish_worker(record, output / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
     main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # see ddp_worker.py: gloo's threads can abort in static destructors at exit

@@ -288,7 +288,11 @@ class Regret:
     rank: int
 
 
-def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str):
+#: the best fixed strategy, its tau, and every trained strategy's regret against the curve
+Curve = tuple[str, float, list[Regret]]
+
+
+def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> Curve | None:
     """``(best fixed strategy, its tau, [Regret per trained strategy])``, or None without two finished fixed taus."""
     fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
     if len(fixed) < 2:
@@ -330,8 +334,8 @@ def _tau_text(tau: float) -> str:
     return f"{tau:g}"
 
 
-def regret_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
-    _, tau, rows = regrets(grid, found, summary)
+def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
+    _, tau, rows = curve
     fixed = fixed_temperatures(grid)
     lines = [
         f"| strategy | tau | {summary} | regret vs best fixed tau ({_tau_text(tau)}) | seeds at or above it | "
@@ -349,8 +353,8 @@ def regret_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]
     return lines
 
 
-def regret_targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
-    best, tau, rows = regrets(grid, found, summary)
+def regret_targets(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
+    best, tau, rows = curve
     adaptive = sorted((row for row in rows if is_adaptive(row.strategy)), key=lambda row: row.best)
     if not adaptive:
         return []
@@ -410,11 +414,9 @@ def plot_fixed_curve(grid: dict[str, Any], found: dict[str, dict[int, dict[str, 
     )
 
 
-def across_grids(sections: list[tuple[dict[str, Any], dict[str, dict[int, dict[str, Any]]], str]]) -> list[str]:
+def across_grids(with_curve: list[tuple[dict[str, Any], Curve]]) -> list[str]:
     """Every adaptive strategy's regret in each grid that has a fixed-tau curve, and whether one strategy is at or
     above the best fixed tau in all of them."""
-    with_curve = [(grid, regrets(grid, found, summary)) for grid, found, summary in sections]
-    with_curve = [(grid, result) for grid, result in with_curve if result is not None]
     if len(with_curve) < 2:
         return []
     names = [grid["name"] for grid, _ in with_curve]
@@ -584,7 +586,10 @@ def plot_cost(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]],
 # ---------------------------------------------------------------------------------------------------- report
 
 
-def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, relative_to: Path) -> list[str]:
+def grid_section(
+    grid: dict[str, Any], path: Path, results: Path, plots: Path, relative_to: Path
+) -> tuple[list[str], Curve | None]:
+    """The grid's part of the report, and its fixed-tau curve (None without one) for the comparison across grids."""
     found = load_results(results, grid)
     total = sum(1 for _ in _expected_cells(grid))
     done = sum(len(cells) for cells in found.values())
@@ -606,11 +611,12 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
         )
     lines.append("")
     if not found:
-        return [*lines, "No results yet.", ""]
+        return [*lines, "No results yet.", ""], None
     metrics = _metrics(found)
     summary = "avg" if "avg" in metrics else metrics[0]
     tasks = [m for m in metrics if m != "avg"] if summary == "avg" else [summary]
     reference = grid["reference"]
+    curve = regrets(grid, found, summary)
     lines += ["### Scores (x 100, mean ± std over seeds)", "", *score_table(found, metrics), ""]
     if reference in found:
         lines += [
@@ -649,10 +655,10 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "### Targets",
             "",
             *targets(grid, found, summary),
-            *(regret_targets(grid, found, summary) if regrets(grid, found, summary) else []),
+            *(regret_targets(grid, curve, summary) if curve else []),
             "",
         ]
-    if regrets(grid, found, summary):
+    if curve:
         lines += [
             "### Against the fixed-tau curve",
             "",
@@ -662,7 +668,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
             "tau is, per such seed, the median of the fixed taus' scores, what an untuned pick gives. Rank is by "
             f"mean {summary} among the trained strategies.",
             "",
-            *regret_table(grid, found, summary),
+            *regret_table(grid, curve, summary),
             "",
         ]
     if grid.get("compare_with"):
@@ -699,7 +705,7 @@ def grid_section(grid: dict[str, Any], path: Path, results: Path, plots: Path, r
     versions = [cell["versions"] for cells in found.values() for cell in cells.values()]
     lines.append(f"Package versions: {_versions_text(versions)}.")
     lines.append("")
-    return lines
+    return lines, curve
 
 
 def _versions_text(cells: list[dict[str, str]]) -> str:
@@ -735,15 +741,14 @@ def build_report(grids: Path = GRIDS, results: Path = RESULTS, report: Path = RE
         "",
     ]
     paths = sorted(grids.glob("*.yaml"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
-    sections = []
+    curves = []
     for path in paths:
         grid = load_grid(path)
-        lines += grid_section(grid, path, results, plots, root)
-        found = load_results(results, grid)
-        if found:
-            metrics = _metrics(found)
-            sections.append((grid, found, "avg" if "avg" in metrics else metrics[0]))
-    lines += across_grids(sections)
+        section, curve = grid_section(grid, path, results, plots, root)
+        lines += section
+        if curve is not None:
+            curves.append((grid, curve))
+    lines += across_grids(curves)
     text = "\n".join(lines).rstrip() + "\n"
     write_text_atomic(report, text)
     return text

@@ -188,15 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 DEBUG_ENV = "TEMPNLP_DEBUG"
 
 
+OUT_OF_MEMORY = (
+    "the GPU ran out of memory. Lower training.per_device_train_batch_size, set loss.mini_batch_size (GradCache "
+    "keeps the contrastive batch while embedding it in slices), or lower model.max_seq_length."
+)
+
+
 def _message(error: BaseException) -> str:
     """One paragraph: what failed, on which input, and what to do."""
-    import torch
-
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return (
-            "the GPU ran out of memory. Lower training.per_device_train_batch_size, set loss.mini_batch_size "
-            "(GradCache keeps the contrastive batch while embedding it in slices), or lower model.max_seq_length."
-        )
     if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in str(error.args[-1]):
         text = f"{error.strerror or error}: {error.filename}"
     else:
@@ -222,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, EOFError, RuntimeError) as error:
         import torch
 
-        if debug or (isinstance(error, RuntimeError) and not isinstance(error, torch.cuda.OutOfMemoryError)):
+        out_of_memory = isinstance(error, torch.cuda.OutOfMemoryError)
+        if debug or (isinstance(error, RuntimeError) and not out_of_memory):
             raise  # a RuntimeError other than running out of memory comes from torch or tempnlp: a bug to report
-        print(f"tempnlp {command}: error: {_message(error)}", file=sys.stderr)
+        print(f"tempnlp {command}: error: {OUT_OF_MEMORY if out_of_memory else _message(error)}", file=sys.stderr)
         return 2
 
 

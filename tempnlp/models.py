@@ -15,11 +15,17 @@ def load_model(name_or_path: str, *, device: str | None = None, trust_remote_cod
     try:
         return SentenceTransformer(resolved, device=device, trust_remote_code=trust_remote_code)
     except OSError as error:
-        root = mirror_root()
-        places = [f"a local folder ({Path(name_or_path).expanduser()} does not exist)"]
-        if root is not None:
-            places.append(f"in the mirror ({root / 'models' / name_or_path} does not exist)")
-        places.append("loadable from the Hugging Face Hub")
-        raise FileNotFoundError(
-            f"Model {name_or_path!r} is not " + ", nor ".join(places) + f". Check the name or path. ({error})"
-        ) from error
+        raise model_not_found(name_or_path, error) from error
+
+
+def model_not_found(name_or_path: str, error: OSError) -> FileNotFoundError:
+    """The error for a model that is in none of the places it is looked for, each named."""
+    root = mirror_root()
+    places = [f"a local folder ({Path(name_or_path).expanduser()} does not exist)"]
+    if root is not None:
+        places.append(f"in the mirror ({root / 'models' / name_or_path} does not exist)")
+    places.append("loadable from the Hugging Face Hub")
+    return FileNotFoundError(
+        f"Model {name_or_path!r} is not " + ", nor ".join(places) + ". Check the name or path, set TEMPNLP_MIRROR "
+        f"to a mirror that holds it, or download it while online. ({' '.join(str(error).split())[:300]})"
+    )

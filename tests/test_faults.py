@@ -196,7 +196,11 @@ def test_unusable_output_folders_and_models_are_named(tmp_path, tiny_model_path,
     monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path))  # a mirror without it, and no Hub here
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = _recipe(tmp_path, Path("nobody/no-such-model"), data)
-    _fails(capsys, ["train", str(recipe), "--output-dir", str(tmp_path / "h")], "'nobody/no-such-model' could not")
+    _fails(
+        capsys,
+        ["train", str(recipe), "--output-dir", str(tmp_path / "h")],
+        "Model 'nobody/no-such-model' is not a local folder",
+    )
 
 
 def test_the_output_folder_is_locked_and_a_killed_holder_leaves_no_stale_lock(tmp_path, tiny_model_path, capsys):

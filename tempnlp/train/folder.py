@@ -22,9 +22,10 @@ from pathlib import Path
 from transformers.trainer import TRAINER_STATE_NAME
 
 LOCK_FILE = ".tempnlp.lock"
-# What tempnlp's atomic writes leave behind when killed: tempfile's ".<name>.<random>.tmp" and save_model's
-# ".model.tmp<pid>" / ".model.old<pid>" folders.
-LEFTOVER_PATTERNS = (".*.tmp", ".model.tmp*", ".model.old*")
+# What tempnlp's atomic writes leave behind when killed: tempfile's ".<name>.<random>.tmp" files (anywhere in the
+# folder), and save_model's new and previous model folders, set aside next to model/.
+TEMP_FILES = ".*.tmp"
+NEW_MODEL, OLD_MODEL = ".model.tmp*", ".model.old*"
 
 
 class FolderError(OSError):
@@ -107,14 +108,12 @@ class RunLock:
 
 def remove_leftovers(folder: Path, say: Callable[[str], None]) -> None:
     """Temp files and folders that a killed run's atomic writes left in the output folder (call under the lock)."""
-    model, olds = folder / "model", sorted(folder.glob(".model.old*"))
+    model, news, olds = folder / "model", sorted(folder.glob(NEW_MODEL)), sorted(folder.glob(OLD_MODEL))
     if not model.exists() and olds:
         # killed between moving the old model aside and moving the new one in: the new one was complete
-        news = sorted(folder.glob(".model.tmp*"))
-        os.replace(news[-1] if news else olds[-1], model)
+        os.replace((news or olds)[-1], model)
         say(f"output folder: restored model/ from {(news or olds)[-1].name}, left by a run killed while saving it")
-    found = {path for pattern in LEFTOVER_PATTERNS[1:] for path in folder.glob(pattern)}
-    found = sorted(found | set(folder.rglob(LEFTOVER_PATTERNS[0])))
+    found = sorted({*folder.glob(NEW_MODEL), *folder.glob(OLD_MODEL), *folder.rglob(TEMP_FILES)})
     for path in found:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     if found:

@@ -35,6 +35,7 @@ from tempnlp._io import write_json_atomic, write_text_atomic
 from tempnlp.data.hub import mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
 from tempnlp.evaluation.sts import stsb_evaluator
+from tempnlp.models import model_not_found
 from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
 from tempnlp.provenance import machine_description, package_versions  # also imported from here by eval/bench_loss.py
 from tempnlp.train.callbacks import log_temperature
@@ -54,6 +55,7 @@ from tempnlp.train.recipe import (
     check_loss,
     loss_arguments,
     loss_classes,
+    parse_yaml,
 )
 from tempnlp.train.state import add_index_column, has_loss_state, track_loss_state
 
@@ -77,12 +79,15 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def _training_part(recipe_yaml: str) -> dict[str, Any]:
-    """A recipe's settings without its evaluation section and description, which may change on a resume."""
-    from tempnlp.train.recipe import parse_yaml
-
-    flat = _flatten(parse_yaml(recipe_yaml, RECIPE_FILE))
+def _training_part(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's flattened settings without its evaluation section and description: they act after training, or
+    not at all, so a resume may change them; anything that shapes training may not."""
+    flat = _flatten(recipe)
     return {k: v for k, v in flat.items() if not k.startswith("evaluation.") and k != "description"}
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
+    return parse_yaml(path.read_text(encoding="utf-8"), str(path))
 
 
 def _same_recipe(saved: Path, recipe: Recipe) -> bool:
@@ -100,16 +105,8 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
                 "or point --output-dir at the interrupted run."
             )
         if saved.is_file():
-            from tempnlp.train.recipe import parse_yaml
-
-            before, now = _flatten(parse_yaml(saved.read_text(), str(saved))), _flatten(recipe.to_dict())
-            # Evaluation settings may change (they act after training), and so may the description; anything that
-            # shapes training may not.
-            changed = sorted(
-                k
-                for k in before.keys() | now.keys()
-                if before.get(k) != now.get(k) and not k.startswith("evaluation.") and k != "description"
-            )
+            before, now = _training_part(_read_recipe(saved)), _training_part(recipe.to_dict())
+            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
             if changed:
                 details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
                 raise RecipeError(
@@ -191,17 +188,10 @@ def build_loss(task: TaskSpec, model: SentenceTransformer, num_samples: int) -> 
 
 
 def _load_model(spec: ModelSpec, path: str) -> SentenceTransformer:
-    name = spec.name
     try:
         return build_model(spec, path)
     except OSError as error:
-        root = mirror_root()
-        where = f"a local folder, nor in the mirror ({root / 'models' / name})" if root else "a local folder"
-        raise FileNotFoundError(
-            f"model.name {name!r} could not be loaded: it is not {where}, and the Hugging Face Hub did not give it "
-            f"({' '.join(str(error).split())[:300]}). Check the name, set TEMPNLP_MIRROR to a mirror that holds it, "
-            "or download it while online."
-        ) from error
+        raise model_not_found(spec.name, error) from error
 
 
 def _model_source(name: str) -> tuple[str, str]:
@@ -359,7 +349,7 @@ def save_model(model: SentenceTransformer, output_dir: Path, section: str, recip
     final = output_dir / MODEL_DIR
     own = final / "tempnlp_recipe.yaml"
     if final.exists() and (
-        not own.is_file() or _training_part(own.read_text(encoding="utf-8")) != _training_part(recipe_yaml)
+        not own.is_file() or _training_part(_read_recipe(own)) != _training_part(parse_yaml(recipe_yaml, RECIPE_FILE))
     ):
         raise FileExistsError(f"{final} holds another model; not replacing it. Move it away and run again.")
     temporary = output_dir / f".{MODEL_DIR}.tmp{os.getpid()}"

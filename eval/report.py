@@ -201,7 +201,7 @@ def _machines(found: dict[str, dict[int, dict[str, Any]]]) -> str:
         for cell in cells.values():
             machine = cell.get("machine") or "not recorded (cells run before machines were recorded)"
             counts[machine] = counts.get(machine, 0) + 1
-    return "; ".join(f"{machine}: {count} cells" for machine, count in sorted(counts.items()))
+    return "; ".join(f"{machine}: {count} cell{'s' * (count != 1)}" for machine, count in sorted(counts.items()))
 
 
 def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:

@@ -262,7 +262,7 @@ def test_report_says_which_cells_are_missing(tmp_path):
     assert f"| macl | {delta:+.2f} | " in text.split("### Against the reference")[1]
     assert f"Best adaptive strategy: **macl**, {delta:+.2f} avg over `mnrl`" in text
     assert "| macl | 1.020 | 1.020 |" in text  # seeds 1 and 2 against the reference's seeds 1 and 2
-    assert "| mnrl | 1.333 | 1.000 |" in text and "slow CPU: 1 cells" in text
+    assert "| mnrl | 1.333 | 1.000 |" in text and "slow CPU: 1 cell." in text
     # a strategy's cell from another machine than the reference's cell of its seed is not paired at all
     other = {**cells["macl"][2], "training": {"median_step_seconds": 5.0}, "machine": "slow CPU"}
     (results / "tiny" / "macl" / "seed-2.json").write_text(json.dumps(other))

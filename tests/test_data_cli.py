@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tempnlp.cli import main
-from tempnlp.data import nli_triplets, read_jsonl, resolve_dataset_dir, resolve_model
+from tempnlp.data import nli_triplets, read_jsonl, resolve_model, snli_triplets, split_rows
 
 
 def test_resolve_model_prefers_local_paths_then_the_mirror_then_the_hub(tmp_path, monkeypatch):
@@ -32,13 +32,42 @@ def test_a_mirror_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
         resolve_model("org/name")
 
 
-def test_missing_dataset_names_the_path(tmp_path, monkeypatch):
+def test_a_split_comes_from_the_mirror_when_it_has_it_else_from_the_hub(tmp_path, monkeypatch):
+    path = tmp_path / "datasets" / "org" / "data" / "test.jsonl.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write('{"premise": "p", "hypothesis": "h", "label": 0}\n')
+    asked: list[tuple[str, str]] = []
+
+    def hub(dataset_id, split, revision=None):
+        asked.append((dataset_id, split))
+        if dataset_id == "org/offline":
+            raise ConnectionError("no route to huggingface.co")
+        return [{"from": "hub"}]
+
+    monkeypatch.setattr("datasets.load_dataset", hub)
     monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"datasets/org/data does not exist"):
-        resolve_dataset_dir("org/data")
+    where, rows = split_rows("org/data", "test")
+    assert where == str(path) and list(rows) == [{"premise": "p", "hypothesis": "h", "label": 0}] and not asked
+    where, rows = split_rows("org/data", "train")  # the mirror lacks this split: the Hub
+    assert list(rows) == [{"from": "hub"}] and asked == [("org/data", "train")] and "Hub" in where
+    with pytest.raises(FileNotFoundError, match=r"the mirror has no .*org/offline/test.jsonl.gz.*ConnectionError"):
+        split_rows("org/offline", "test")
     monkeypatch.delenv("TEMPNLP_MIRROR")
-    with pytest.raises(FileNotFoundError, match="TEMPNLP_MIRROR is not set"):
-        resolve_dataset_dir("org/data")
+    with pytest.raises(FileNotFoundError, match=r"TEMPNLP_MIRROR is not set, and the Hugging Face Hub did not"):
+        split_rows("org/offline", "test")
+
+
+def test_snli_triplets_without_a_mirror_come_from_the_hub(monkeypatch):
+    rows = [
+        {"premise": "a", "hypothesis": "e", "label": 0},
+        {"premise": "a", "hypothesis": "c", "label": 2},
+        {"premise": "b", "hypothesis": "n", "label": 1},
+    ]
+    monkeypatch.delenv("TEMPNLP_MIRROR", raising=False)
+    hub = {"stanfordnlp/snli": rows}
+    monkeypatch.setattr("datasets.load_dataset", lambda dataset_id, split, revision: hub[dataset_id])
+    assert snli_triplets("train").to_list() == [{"anchor": "a", "positive": "e", "negative": "c"}]
 
 
 def test_the_data_layer_does_not_import_evaluation(tmp_path):

@@ -4,8 +4,10 @@ against mteb's own retrieval evaluation, the mteb runner's errors, diagnostics a
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
+import tarfile
 
 import numpy as np
 import pytest
@@ -144,6 +146,60 @@ def test_mteb_protocol_matches_a_reference_and_writes_sts_json(static_model, fak
     assert written["model"] == "tiny" and written["protocol"] == "mteb"
     assert list(written["scores"]) == list(STS_TASKS)
     assert written["avg"] == pytest.approx(np.mean(list(written["scores"].values())), abs=1e-3)
+
+
+def test_without_a_mirror_both_protocols_read_the_hub(static_model, fake_mirror, tmp_path, monkeypatch):
+    """No mirror: MTEB's copies come through ``datasets.load_dataset``, SentEval's files from SimCSE's tar on the
+    Hub, unpacked once (plain files only, nothing outside the cache); the scores are those of the mirror."""
+    from_mirror = {
+        protocol: evaluate_sts(static_model, model_name="tiny", protocol=protocol, show_progress_bar=False).scores
+        for protocol in ("mteb", "senteval")
+    }
+
+    import mteb
+
+    revisions = {task.dataset_id: mteb.get_task(task.name).metadata.dataset["revision"] for task in STS_TASKS.values()}
+
+    def hub_split(dataset_id, split, revision):
+        assert revision == revisions[dataset_id]  # the rows mteb scores
+        with gzip.open(fake_mirror / "datasets" / dataset_id / f"{split}.jsonl.gz", "rt") as handle:
+            return [json.loads(line) for line in handle]
+
+    archive = tmp_path / "senteval.tar"
+    outside = tmp_path / "cache" / "escaped.txt"
+    with tarfile.open(archive, "w") as tar:
+        for folder in ("STS", "SICK"):
+            tar.add(fake_mirror / "senteval" / folder, arcname=folder)
+        escaping = tarfile.TarInfo("STS/../../escaped.txt")
+        escaping.size = 1
+        tar.addfile(escaping, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("SICK/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    downloads: list[tuple[str, str]] = []
+
+    def hub_file(repo_id, filename, repo_type):
+        downloads.append((repo_id, filename))
+        assert repo_type == "dataset"
+        return str(archive)
+
+    monkeypatch.setattr("datasets.load_dataset", hub_split)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hub_file)
+    monkeypatch.setenv("TEMPNLP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TEMPNLP_MIRROR")
+    with pytest.raises(ValueError, match=r"senteval.tar: not SentEval's tar as SimCSE publishes it"):
+        evaluate_sts(static_model, model_name="tiny", protocol="senteval", show_progress_bar=False)
+    assert not outside.exists() and [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half unpacked
+    with tarfile.open(archive) as source, tarfile.open(tmp_path / "clean.tar", "w") as clean:
+        for member in source.getmembers():
+            if ".." not in member.name:
+                clean.addfile(member, source.extractfile(member) if member.isfile() else None)
+    archive = tmp_path / "clean.tar"
+    for protocol in ("mteb", "senteval", "senteval"):
+        scores = evaluate_sts(static_model, model_name="tiny", protocol=protocol, show_progress_bar=False).scores
+        assert scores == pytest.approx(from_mirror[protocol], abs=1e-9), protocol
+    assert downloads == [("princeton-nlp/datasets-for-simcse", "senteval.tar")] * 2  # the second run reused it
+    assert not (tmp_path / "cache" / "senteval" / "SICK" / "link").exists()
 
 
 def test_each_distinct_sentence_is_encoded_once(static_model, fake_mirror, monkeypatch):

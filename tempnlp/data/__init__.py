@@ -1,6 +1,6 @@
 """Data: Hub-or-mirror resolution and dataset builders."""
 
-from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl, resolve_dataset_dir, resolve_model
+from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl, resolve_model, split_rows
 from tempnlp.data.nli import nli_triplets, snli_triplets
 
 __all__ = [
@@ -8,7 +8,7 @@ __all__ = [
     "mirror_root",
     "nli_triplets",
     "read_jsonl",
-    "resolve_dataset_dir",
     "resolve_model",
     "snli_triplets",
+    "split_rows",
 ]

@@ -3,7 +3,7 @@
 Recipes and code name models and datasets by their Hub id (``sentence-transformers/all-MiniLM-L6-v2``,
 ``stanfordnlp/snli``). When the environment variable ``TEMPNLP_MIRROR`` points at a folder laid out by Hub id
 (``<root>/models/<org>/<name>``, ``<root>/datasets/<org>/<name>``), that copy is used, which is how tempnlp runs
-where the Hub cannot be reached; otherwise the id goes to the Hub unchanged.
+where the Hub cannot be reached; otherwise, or when the mirror lacks it, the id goes to the Hub unchanged.
 """
 
 from __future__ import annotations
@@ -13,12 +13,18 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 MIRROR_ENV = "TEMPNLP_MIRROR"
+CACHE_ENV = "TEMPNLP_CACHE"
+
+
+def cache_root() -> Path:
+    """Where tempnlp keeps what it derives from downloaded data (mined negatives, unpacked SentEval files)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tempnlp")
 
 
 def mirror_root() -> Path | None:
@@ -49,18 +55,36 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def resolve_dataset_dir(dataset_id: str) -> Path:
-    """The mirror folder of a dataset; an error naming the path when it is absent."""
+def split_rows(
+    dataset_id: str, split: str, hub_revision: Callable[[], str | None] | None = None
+) -> tuple[str, Iterable[dict]]:
+    """Where one split of a Hub dataset is read from, and its rows.
+
+    The mirror's ``datasets/<id>/<split>.jsonl.gz`` when the mirror holds it, else the Hub through
+    ``datasets.load_dataset`` (which caches it), at the revision ``hub_revision()`` names (asked only then: looking
+    it up may be slow). Either way the rows carry the Hub dataset's own columns.
+    """
     root = mirror_root()
-    if root is None:
+    if root is not None:
+        path = root / "datasets" / dataset_id / f"{split}.jsonl.gz"
+        if path.is_file():
+            return str(path), read_jsonl(path)
+        absent = f"the mirror has no {path}"
+    else:
+        absent = f"{MIRROR_ENV} is not set"
+    from datasets import load_dataset
+
+    revision = hub_revision() if hub_revision is not None else None
+    try:
+        rows = load_dataset(dataset_id, split=split, revision=revision)
+    except Exception as error:  # offline, unknown id, unknown split: each means "not from the Hub either"
         raise FileNotFoundError(
-            f"Dataset {dataset_id!r} is read from a local mirror here, but {MIRROR_ENV} is not set. Set it to the "
-            "mirror root (e.g. export TEMPNLP_MIRROR=../shared/mirror)."
-        )
-    folder = root / "datasets" / dataset_id
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Dataset {dataset_id!r} is not in the mirror: {folder} does not exist.")
-    return folder
+            f"Dataset {dataset_id!r}, split {split!r}: {absent}, and the Hugging Face Hub did not give it "
+            f"({type(error).__name__}: {error}). Check the network, or set {MIRROR_ENV} to a mirror holding "
+            f"datasets/{dataset_id}/{split}.jsonl.gz."
+        ) from error
+    at = f" at {revision}" if revision else ""
+    return f"{dataset_id} ({split} split{at}, Hugging Face Hub)", rows
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:

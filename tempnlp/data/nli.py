@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from tempnlp.data.hub import read_jsonl, resolve_dataset_dir
+from tempnlp.data.hub import split_rows
 
 ENTAILMENT, CONTRADICTION = 0, 2
 
@@ -35,8 +35,6 @@ def nli_triplets(rows, limit: int | None = None) -> Dataset:
 
 
 def snli_triplets(split: str = "train", limit: int | None = None) -> Dataset:
-    """SNLI triplets from the mirror copy of ``stanfordnlp/snli``."""
-    path = resolve_dataset_dir("stanfordnlp/snli") / f"{split}.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"SNLI split {split!r} is not in the mirror: {path} does not exist.")
-    return nli_triplets(read_jsonl(path), limit=limit)
+    """SNLI triplets from ``stanfordnlp/snli``: the mirror's copy when there is one, else the Hub."""
+    _, rows = split_rows("stanfordnlp/snli", split)
+    return nli_triplets(rows, limit=limit)

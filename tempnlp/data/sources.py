@@ -19,10 +19,8 @@ from typing import Literal
 
 from datasets import Dataset
 
-from tempnlp.data.hub import MIRROR_ENV, mirror_root, read_jsonl, read_lines
+from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, read_jsonl, read_lines
 from tempnlp.data.nli import nli_triplets
-
-CACHE_ENV = "TEMPNLP_CACHE"
 
 
 @dataclass(frozen=True)
@@ -315,8 +313,7 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
             {"data": stamps, "split": spec.split, "limit": spec.limit, "mining": settings, "model": fingerprint},
             sort_keys=True,
         )
-        root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tempnlp")
-        cache = root / "mined" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        cache = cache_root() / "mined" / hashlib.sha256(key.encode()).hexdigest()[:16]
         if (cache / "dataset_info.json").is_file():
             log(f"data: hard negatives from the cache {cache}")
             return Dataset.load_from_disk(str(cache))

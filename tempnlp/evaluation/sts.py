@@ -14,6 +14,7 @@ Sentences are encoded once for all tasks: duplicates across pairs and tasks are 
 from __future__ import annotations
 
 import difflib
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimil
 from sklearn.metrics.pairwise import paired_cosine_distances
 
 from tempnlp._io import write_json_atomic
-from tempnlp.data.hub import mirror_root, read_jsonl, resolve_dataset_dir
+from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, split_rows
 
 Protocol = Literal["mteb", "senteval"]
 PROTOCOLS: tuple[str, ...] = ("mteb", "senteval")
@@ -129,31 +130,96 @@ def resolve_tasks(names: Iterable[str] | None) -> list[STSTask]:
 # --- data --------------------------------------------------------------------------------------------
 
 
+def mteb_revision(task_name: str) -> str | None:
+    """The dataset revision mteb pins for a task, so that Hub rows are the rows mteb scores."""
+    import mteb
+
+    return mteb.get_task(task_name).metadata.dataset.get("revision")
+
+
 def load_mteb_pairs(task: STSTask) -> PairSet:
-    path = resolve_dataset_dir(task.dataset_id) / f"{task.split}.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{task.name}: {path} does not exist.")
+    where, rows = split_rows(task.dataset_id, task.split, hub_revision=lambda: mteb_revision(task.name))
     sentences1, sentences2, scores = [], [], []
-    for line, row in enumerate(read_jsonl(path), start=1):
+    for line, row in enumerate(rows, start=1):
         try:
             sentences1.append(str(row["sentence1"]))
             sentences2.append(str(row["sentence2"]))
             scores.append(float(row["score"]))
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: row {line} lacks a sentence1/sentence2/score value ({error!r}).") from error
+            raise ValueError(f"{where}: row {line} lacks a sentence1/sentence2/score value ({error!r}).") from error
     if not scores:
-        raise ValueError(f"{task.name}: {path} holds no rows.")
+        raise ValueError(f"{task.name}: {where} holds no rows.")
     return PairSet(sentences1, sentences2, np.asarray(scores, dtype=np.float64))
 
 
+#: SimCSE's copy of SentEval's data on the Hub (what SimCSE's SentEval/data/downstream/download_dataset.sh fetches)
+SENTEVAL_HUB = ("princeton-nlp/datasets-for-simcse", "senteval.tar")
+#: the folders of the tar (and of SentEval's data/downstream) that the seven STS tasks read
+SENTEVAL_FOLDERS = ("STS", "SICK")
+
+
 def senteval_root() -> Path:
+    """SentEval's data folder (``STS/``, ``SICK/``): the mirror's ``senteval/`` when the mirror has one, else
+    SimCSE's ``senteval.tar`` from the Hub, unpacked once under the tempnlp cache."""
     root = mirror_root()
-    if root is None:
-        raise FileNotFoundError("The senteval protocol reads SentEval's files from TEMPNLP_MIRROR, which is not set.")
-    folder = root / "senteval"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"The senteval protocol needs SentEval's layout at {folder}, which does not exist.")
+    if root is not None and (root / "senteval").is_dir():
+        return root / "senteval"
+    absent = f"{MIRROR_ENV} is not set" if root is None else f"the mirror has no {root / 'senteval'}"
+    folder = cache_root() / "senteval"
+    if all((folder / name).is_dir() for name in SENTEVAL_FOLDERS):
+        return folder
+    from huggingface_hub import hf_hub_download
+
+    repo, file = SENTEVAL_HUB
+    try:
+        archive = Path(hf_hub_download(repo, file, repo_type="dataset"))
+    except Exception as error:  # offline, gated, moved: each means "no SentEval files from the Hub"
+        raise FileNotFoundError(
+            f"The senteval protocol reads SentEval's files: {absent}, and {file} of the Hub dataset {repo} could "
+            f"not be downloaded ({type(error).__name__}: {error}). Put SentEval's STS/ and SICK/ folders in "
+            f"<mirror>/senteval and set {MIRROR_ENV}, or use the mteb protocol."
+        ) from error
+    unpack_senteval(archive, folder)
     return folder
+
+
+def unpack_senteval(archive: Path, folder: Path) -> None:
+    """Unpack the STS and SICK folders of SentEval's tar into ``folder``: only plain files and folders, none
+    outside it, and atomically (a cut or refused unpack leaves no half folder)."""
+    import shutil
+    import tarfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            members = [
+                member
+                for member in tar.getmembers()
+                if member.name.split("/")[0] in SENTEVAL_FOLDERS and (member.isfile() or member.isdir())
+            ]
+            missing = [name for name in SENTEVAL_FOLDERS if not any(m.name.split("/")[0] == name for m in members)]
+            if missing:
+                raise tarfile.TarError(f"no {', '.join(missing)} folder at its top")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(temporary, members=members, filter="data")
+            else:  # Python < 3.10.12: refuse what the data filter would
+                for member in members:
+                    if member.name.startswith("/") or ".." in Path(member.name).parts:
+                        raise tarfile.TarError(f"member {member.name!r} would unpack outside the folder")
+                tar.extractall(temporary, members=members)
+    except tarfile.TarError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise ValueError(
+            f"{archive}: not SentEval's tar as SimCSE publishes it ({error}). Delete it (it is in the Hugging Face "
+            "cache) and run again."
+        ) from error
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(temporary, folder)
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from test_losses import TEXTS, _pairs, _train
 
-from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss
+from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, TempNetLoss
 from tempnlp.objectives import InfoNCE
 from tempnlp.state import add_index_column, save_loss_state
 from tempnlp.temperature import DySTreSSTemperature, MACLTemperature
@@ -53,8 +53,9 @@ def test_queue_does_not_grow_in_evaluation(tiny_model):
         lambda m, n: InfoNCELoss(m, temperature=DySTreSSTemperature(), queue_size=32),
         lambda m, n: DCLLoss(m, temperature=0.05, sigma=0.5, queue_size=32),
         lambda m, n: ISogCLRLoss(m, num_samples=n, queue_size=32),
+        lambda m, n: TempNetLoss(m, num_samples=n, hidden=8, queue_size=32, queue_momentum=0.9),
     ],
-    ids=["infonce-dystress", "dclw", "isogclr"],
+    ids=["infonce-dystress", "dclw", "isogclr", "tempnet"],
 )
 def test_trainer_runs_with_a_queue_and_checkpoints_it(tiny_model, tmp_path, make_loss):
     dataset = add_index_column(_pairs(count=48))

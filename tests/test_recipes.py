@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -237,6 +238,18 @@ def test_precision_auto_picks_native_bf16_then_fp16_on_a_gpu_and_fp32_on_cpu(mon
     native["value"] = True
     assert resolve_precision("auto") == "bf16" and resolve_precision("auto", use_cpu=True) == "fp32"
     assert resolve_precision("fp32") == "fp32"
+
+
+def test_every_override_a_recipe_description_suggests_validates(mirror, monkeypatch, capsys):
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    suggested = []
+    for path in sorted(RECIPES.rglob("*.yaml")):
+        description = yaml.safe_load(path.read_text())["description"]
+        for quoted, bare in re.findall(r"--set (?:'([^']+)'|(\S+))", description):
+            suggested.append((path, quoted or bare.rstrip(".,)")))
+    assert len(suggested) >= 4, suggested
+    for path, value in suggested:
+        assert main(["train", str(path), "--dry-run", "--set", value]) == 0, (path.name, value)
 
 
 def test_dry_run_validates_and_prints_the_resolved_recipe(mirror, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tempnlp.losses import SogCLRLoss
 from tempnlp.objectives import SogCLR
 from tempnlp.temperature import IndividualTemperature
 
@@ -56,12 +57,16 @@ class NaiveUnimodal:
         return total / BATCH
 
 
+@pytest.mark.parametrize("built_as", ["objective", "loss"])
 @pytest.mark.parametrize("clip", [5.0, 0.2])
-def test_unimodal_isogclr_shares_tau_and_s_between_the_two_views(clip):
+def test_unimodal_isogclr_shares_tau_and_s_between_the_two_views(clip, built_as, request):
     policy = IndividualTemperature(NUM_SAMPLES, TAU_INIT, TAU_MIN, TAU_MAX, RHO, ETA, BETA, clip, share_directions=True)
-    objective = SogCLR(
-        NUM_SAMPLES, policy, gamma=GAMMA, symmetric=True, same_view_negatives=True, share_directions=True
-    ).double()
+    options = dict(gamma=GAMMA, symmetric=True, same_view_negatives=True, share_directions=True)
+    if built_as == "objective":
+        objective = SogCLR(NUM_SAMPLES, policy, **options).double()
+    else:  # the README's form: SogCLRLoss passes share_directions to its objective
+        model = request.getfixturevalue("tiny_model")
+        objective = SogCLRLoss(model, NUM_SAMPLES, temperature=policy, **options).objective.double()
     naive = NaiveUnimodal(clip)
     generator = torch.Generator().manual_seed(3)
     for step in range(6):

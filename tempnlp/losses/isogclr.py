@@ -162,6 +162,8 @@ class TempNetLoss(ISogCLRLoss):
         grad_clip: float | None = 5.0,
         symmetric: bool = False,
         check_finite: bool = True,
+        queue_size: int = 0,
+        queue_momentum: float = 0.995,
         mini_batch_size: int | None = None,
         gather_across_devices: bool = False,
     ) -> None:
@@ -178,6 +180,8 @@ class TempNetLoss(ISogCLRLoss):
             symmetric=symmetric,
             check_finite=check_finite,
             temperature_network=network,
+            queue_size=queue_size,
+            queue_momentum=queue_momentum,
             mini_batch_size=mini_batch_size,
             gather_across_devices=gather_across_devices,
         )

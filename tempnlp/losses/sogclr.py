@@ -36,6 +36,7 @@ class SogCLRLoss(TemperatureContrastiveLoss):
         gamma: float = 0.9,
         symmetric: bool = False,
         same_view_negatives: bool = False,
+        share_directions: bool = False,
         check_finite: bool = True,
         queue_size: int = 0,
         queue_momentum: float = 0.995,
@@ -60,6 +61,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
             gamma: moving-average weight of the partition estimate (0.9).
             symmetric: also score each document against the anchors, with its own moving averages.
             same_view_negatives: also contrast each row with the other rows of its side (two-view layout).
+            share_directions: one moving average per sample for both directions (with ``symmetric=True``): the
+                unimodal form, where anchor and positive are two views of one sample.
             check_finite: check embeddings and indices (one host read per step).
             queue_size: keep a momentum queue of this many extra negatives; 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
@@ -95,8 +98,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
             gamma_schedule=gamma_schedule,
             gamma_decay_epochs=gamma_decay_epochs,
         )
-        if isinstance(temperature, TemperaturePolicy):
-            objective = SogCLR(num_samples, temperature, **options)
+        if isinstance(temperature, TemperaturePolicy) or share_directions:
+            objective = SogCLR(num_samples, temperature, share_directions=share_directions, **options)
         else:  # a number: the earlier SogCLR objective, with its tau and query_state views
             tau = positive_float("temperature", temperature, hint="SogCLR uses 0.1.")
             objective = ISogCLR(num_samples, tau, tau, tau, learn_temperature=False, **options)

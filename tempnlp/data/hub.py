@@ -55,21 +55,31 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def split_file(folder: Path, split: str, subset: str | None = None) -> Path | None:
+    """A split's JSON-lines file in a dataset folder (``[<subset>/]<split>.jsonl[.gz]``), or None."""
+    base = folder / subset if subset else folder
+    for suffix in (".jsonl.gz", ".jsonl"):
+        if (base / f"{split}{suffix}").is_file():
+            return base / f"{split}{suffix}"
+    return None
+
+
 def split_rows(
     dataset_id: str, split: str, hub_revision: Callable[[], str | None] | None = None
 ) -> tuple[str, Iterable[dict]]:
     """Where one split of a Hub dataset is read from, and its rows.
 
-    The mirror's ``datasets/<id>/<split>.jsonl.gz`` when the mirror holds it, else the Hub through
+    The mirror's ``datasets/<id>/<split>.jsonl[.gz]`` when the mirror holds it, else the Hub through
     ``datasets.load_dataset`` (which caches it), at the revision ``hub_revision()`` names (asked only then: looking
     it up may be slow). Either way the rows carry the Hub dataset's own columns.
     """
     root = mirror_root()
     if root is not None:
-        path = root / "datasets" / dataset_id / f"{split}.jsonl.gz"
-        if path.is_file():
+        folder = root / "datasets" / dataset_id
+        path = split_file(folder, split)
+        if path is not None:
             return str(path), read_jsonl(path)
-        absent = f"the mirror has no {path}"
+        absent = f"the mirror has no {folder / split}.jsonl.gz or .jsonl"
     else:
         absent = f"{MIRROR_ENV} is not set"
     from datasets import load_dataset

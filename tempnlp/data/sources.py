@@ -19,7 +19,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, read_jsonl, read_lines
+from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, read_jsonl, read_lines, split_file
 from tempnlp.data.nli import nli_triplets
 
 
@@ -37,14 +37,6 @@ class Located:
         return f"{self.dataset_id} from the {'mirror' if self.source == 'mirror' else 'local folder'} ({self.folder})"
 
 
-def _split_file(folder: Path, split: str, subset: str | None = None) -> Path | None:
-    base = folder / subset if subset else folder
-    for suffix in (".jsonl.gz", ".jsonl"):
-        if (base / f"{split}{suffix}").is_file():
-            return base / f"{split}{suffix}"
-    return None
-
-
 def _named_file(folder: Path, name: str) -> Path | None:
     """The named file, or the mirror's ``.head`` sample of it (``wiki1m_for_simcse.head.txt``)."""
     if (folder / name).is_file():
@@ -60,7 +52,7 @@ def _missing_in_folder(folder: Path, fmt: str, split: str, file: str | None, sub
         if _named_file(folder, file or "") is None:
             return str(folder / (file or ""))
     elif fmt in ("nli-triplets", "columns"):
-        if _split_file(folder, split, subset) is None:
+        if split_file(folder, split, subset) is None:
             return f"{(folder / subset) if subset else folder}/{split}.jsonl[.gz]"
     elif fmt == "beir":
         for stem in ("corpus", "queries"):
@@ -122,7 +114,7 @@ def _rows(located: Located, split: str, subset: str | None = None) -> Iterator[d
 
         yield from load_dataset(located.dataset_id, subset, split=split)
         return
-    path = _split_file(located.folder, split, subset)
+    path = split_file(located.folder, split, subset)
     yield from read_jsonl(path)
 
 

@@ -1,10 +1,13 @@
-"""Atomic writes: a temp file in the target folder, then a rename, so readers never see half a file."""
+"""Atomic writes: a temp file (or folder) beside the target, then a rename, so readers never see half of one."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,22 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     return write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def folder_written_aside(folder: Path) -> Iterator[Path]:
+    """``with folder_written_aside(folder) as temporary:`` fill ``temporary``, a sibling of ``folder``; it is renamed
+    into place when the block ends and removed when the block raises. When another process put ``folder`` in place
+    first, its copy stays and this one is dropped."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    try:
+        os.replace(temporary, folder)
+    except OSError:  # another process finished the same folder first
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Literal
 
 from datasets import Dataset
 
+from tempnlp._io import folder_written_aside
 from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, read_jsonl, read_lines, split_file
 from tempnlp.data.nli import nli_triplets
 
@@ -332,11 +332,6 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
         )
     log(f"data: {len(mined)} of {len(pairs)} pairs kept a full set of hard negatives")
     if cache is not None:
-        # Written aside and renamed into place, so a half-written cache is never read.
-        temporary = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
-        mined.save_to_disk(str(temporary))
-        try:
-            os.replace(temporary, cache)
-        except OSError:  # another process finished the same mining first
-            shutil.rmtree(temporary, ignore_errors=True)
+        with folder_written_aside(cache) as temporary:  # a half-written cache is never read
+            mined.save_to_disk(str(temporary))
     return mined

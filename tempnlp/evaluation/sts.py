@@ -14,7 +14,6 @@ Sentences are encoded once for all tasks: duplicates across pairs and tasks are 
 from __future__ import annotations
 
 import difflib
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 from sklearn.metrics.pairwise import paired_cosine_distances
 
-from tempnlp._io import write_json_atomic
+from tempnlp._io import folder_written_aside, write_json_atomic
 from tempnlp.data.hub import MIRROR_ENV, cache_root, mirror_root, split_rows
 
 Protocol = Literal["mteb", "senteval"]
@@ -189,37 +188,31 @@ def unpack_senteval(archive: Path, folder: Path) -> None:
     import shutil
     import tarfile
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        with tarfile.open(archive) as tar:
-            members = [
-                member
-                for member in tar.getmembers()
-                if member.name.split("/")[0] in SENTEVAL_FOLDERS and (member.isfile() or member.isdir())
-            ]
-            missing = [name for name in SENTEVAL_FOLDERS if not any(m.name.split("/")[0] == name for m in members)]
-            if missing:
-                raise tarfile.TarError(f"no {', '.join(missing)} folder at its top")
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(temporary, members=members, filter="data")
-            else:  # Python < 3.10.12: refuse what the data filter would
-                for member in members:
-                    if member.name.startswith("/") or ".." in Path(member.name).parts:
-                        raise tarfile.TarError(f"member {member.name!r} would unpack outside the folder")
-                tar.extractall(temporary, members=members)
-    except tarfile.TarError as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise ValueError(
-            f"{archive}: not SentEval's tar as SimCSE publishes it ({error}). Delete it (it is in the Hugging Face "
-            "cache) and run again."
-        ) from error
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(temporary, folder)
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete copy (one of the two folders) is replaced
+    with folder_written_aside(folder) as temporary:
+        try:
+            with tarfile.open(archive) as tar:
+                members = [
+                    member
+                    for member in tar.getmembers()
+                    if member.name.split("/")[0] in SENTEVAL_FOLDERS and (member.isfile() or member.isdir())
+                ]
+                tops = {member.name.split("/")[0] for member in members}
+                missing = [name for name in SENTEVAL_FOLDERS if name not in tops]
+                if missing:
+                    raise tarfile.TarError(f"no {', '.join(missing)} folder at its top")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(temporary, members=members, filter="data")
+                else:  # Python < 3.10.12: refuse what the data filter would
+                    for member in members:
+                        if member.name.startswith("/") or ".." in Path(member.name).parts:
+                            raise tarfile.TarError(f"member {member.name!r} would unpack outside the folder")
+                    tar.extractall(temporary, members=members)
+        except tarfile.TarError as error:
+            raise ValueError(
+                f"{archive}: not SentEval's tar as SimCSE publishes it ({error}). Delete it (it is in the Hugging "
+                "Face cache) and run again."
+            ) from error
 
 
 def _read_lines(path: Path) -> list[str]:

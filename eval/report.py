@@ -282,6 +282,7 @@ class Regret:
     mean: float
     spread: str
     best: float  # against the fixed tau with the best mean over seeds, per seed
+    best_per_seed: list[float]
     seeds_at_or_above: int
     seeds: int
     median: float | None  # against the median of the fixed taus' scores, per seed
@@ -321,6 +322,7 @@ def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
                 mean=means[strategy],
                 spread=_mean_std([c["scores"][summary] for c in cells.values()]),
                 best=float(np.mean(against_best)),
+                best_per_seed=[float(value) for value in against_best],
                 seeds_at_or_above=sum(value <= 0 for value in against_best),
                 seeds=len(against_best),
                 median=float(np.mean(against_median)) if against_median else None,
@@ -411,6 +413,33 @@ def plot_fixed_curve(grid: dict[str, Any], found: dict[str, dict[int, dict[str, 
         xlabel="fixed temperature tau",
         ylabel=summary,
         title=f"{grid['name']}: fixed tau against adaptive strategies at their defaults",
+    )
+
+
+def plot_regrets(grid: dict[str, Any], curve: Curve, summary: str) -> bytes | None:
+    """Each adaptive strategy's regret against the best fixed tau: one dot a seed, a bar at the mean, with the
+    lines the targets draw; the strategies sit side by side where the fixed-tau plot stacks their bands."""
+    _, tau, rows = curve
+    adaptive = sorted((row for row in rows if is_adaptive(row.strategy)), key=lambda row: -row.best)
+    if not adaptive:
+        return None
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, max(3.0, 1.4 + 0.35 * len(adaptive))))
+    for place, row in enumerate(adaptive):
+        axis.plot(row.best_per_seed, [place] * len(row.best_per_seed), "o", color="tab:blue", alpha=0.6)
+        axis.plot([row.best, row.best], [place - 0.3, place + 0.3], color="black", linewidth=2)
+    axis.plot([], [], "o", color="tab:blue", alpha=0.6, label="one seed")
+    axis.plot([], [], color="black", linewidth=2, label="mean over seeds")
+    axis.axvline(0.0, color="grey", linewidth=1, label=f"best fixed tau ({_tau_text(tau)})")
+    stretch = STRETCH[grid["metric"]]
+    axis.axvline(-stretch, color="grey", linewidth=1, linestyle="--", label=f"stretch target ({-stretch:.1f})")
+    axis.set_yticks(range(len(adaptive)), [row.strategy for row in adaptive])
+    return _png(
+        figure,
+        axis,
+        xlabel=f"regret: best fixed tau's {summary} minus the strategy's (left of 0: the strategy is above)",
+        ylabel="",
+        title=f"{grid['name']}: regret of adaptive strategies at their defaults",
     )
 
 
@@ -692,6 +721,11 @@ def grid_section(
             ]
     figures = [
         ("fixed-tau", plot_fixed_curve(grid, found, summary), "fixed tau against adaptive strategies"),
+        (
+            "regret-by-strategy",
+            plot_regrets(grid, curve, summary) if curve else None,
+            "regret against the best fixed tau",
+        ),
         ("temperature", plot_temperatures(grid, found), "temperature over training"),
         ("per-sample", plot_per_sample(grid, found), "learned per-sample temperatures"),
         ("cost", plot_cost(grid, found, summary), f"{summary} against wall time"),

@@ -410,7 +410,9 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
     assert f"met by cosine ({cosine_regret:+.2f})" in section
     assert "Best fixed tau: 0.05 (`fixed-0.05`)" in section
     assert "| macl | adaptive |" in section and "| fixed-0.1 | 0.1 |" in section
-    assert (tmp_path / "eval" / "plots" / "tiny-fixed-tau.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("tiny-fixed-tau.png", "tiny-regret-by-strategy.png"):
+        assert (tmp_path / "eval" / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"(plots/{plot})" in section
 
     # across grids: cosine is at or above the best fixed tau in both, macl in neither
     across = text.split("## Adaptive temperatures against the best fixed tau, every grid")[1]

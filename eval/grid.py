@@ -10,8 +10,9 @@ process, so its wall time and peak memory are its own, then writes
 ``eval/results/grids/<grid>/<strategy>/seed-<n>.json`` atomically. A cell whose file exists is skipped; a cell
 interrupted after a checkpoint resumes from it (its wall time and peak memory then cover the resumed part only,
 so the report counts only its step time), and a run that finished before its file was written is recorded
-without training again. Stop the grid at any time and run the same command again, on this machine or another
-with the same checkout.
+without training again, provided it ran the cell's recipe as the grid now states it. Stop the grid at any time
+and run the same command again, on this machine or another with the same checkout. To run a finished cell again,
+delete its result file and its run folder.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ RESULTS = ROOT / "eval" / "results" / "grids"
 RUNS = ROOT / "runs" / "grids"
 GRID_KEYS = {
     *("name", "description", "recipe", "variant", "settings", "seeds"),
-    *("reference", "compare_with", "strategies", "metric"),
+    *("reference", "compare_with", "strategies", "metric", "post_hoc"),
 }
 
 
@@ -69,6 +70,9 @@ def load_grid(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; a grid has {sorted(GRID_KEYS)}.")
     if grid.get("reference") not in grid.get("strategies", {}):
         raise RecipeError(f"{path}: reference {grid.get('reference')!r} is not one of the strategies.")
+    unknown = set(grid.get("post_hoc") or []) - set(grid.get("strategies", {}))
+    if unknown:
+        raise RecipeError(f"{path}: post_hoc names {sorted(unknown)}, which are not strategies of the grid.")
     grid.setdefault("metric", "sts")
     return grid
 
@@ -115,6 +119,12 @@ def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
     return [*command, "--tasks", ",".join(sts.tasks)] if sts.tasks else command
 
 
+def _cell_recipe(grid: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """The recipe the cell trains, as its run records it (``results.json``'s ``recipe``)."""
+    recipe, _ = load_recipe(ROOT / grid["recipe"], cell.overrides, grid.get("variant"))
+    return json.loads(json.dumps(recipe.to_dict()))
+
+
 def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -> dict[str, Any]:
     record: dict[str, Any] = {"grid": grid["name"], "strategy": cell.strategy, "seed": cell.seed, "trained": cell.train}
     if cell.train:
@@ -142,6 +152,9 @@ def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -
         record["scores"] = {key: round(value, 4) for key, value in after["sts"]["scores"].items()}
         record["scores"]["avg"] = round(sum(after["sts"]["scores"].values()) / len(after["sts"]["scores"]), 4)
     record["wall_seconds"] = round(seconds, 1)
+    # the machine's load over the last 1, 5 and 15 minutes as the cell ends: the cell's own threads count about
+    # 2, more says something else ran beside it and its times are inflated
+    record["load_average"] = [round(value, 2) for value in os.getloadavg()]
     return record
 
 
@@ -150,7 +163,14 @@ def run_cell(grid: dict[str, Any], cell: Cell, keep_run: bool = False) -> dict[s
     if cell.train and finished.is_file():
         # the run finished but its cell file was never written (the grid stopped in between): record it, since
         # training again would be refused (the folder holds a finished run) and would waste the run
-        seconds, peak_mib = json.loads(finished.read_text())["wall_seconds"], 0.0
+        results = json.loads(finished.read_text())
+        if results.get("recipe") != _cell_recipe(grid, cell):
+            raise RuntimeError(
+                f"cell {cell.strategy} seed {cell.seed}: {cell.run_dir} holds a finished run of another recipe than "
+                "the grid now gives this cell, so it is not recorded as the cell's result. Move or delete that "
+                "folder and run the grid again to train the cell."
+            )
+        seconds, peak_mib = results["wall_seconds"], 0.0
     else:
         command = _command(grid, cell)
         cell.run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -43,10 +43,20 @@ ADAPTIVE = {
 }
 # The gain over the best fixed tau that counts as worth having, per metric (x 100): grid 4's stretch targets.
 STRETCH = {"sts": 0.3, "retrieval": 1.0}
+# A 15-minute load average above this, as a cell ends, says something ran beside the cell's two threads.
+BUSY_LOAD = 3.0
+# The score a grid's verdicts are read on, per metric.
+SUMMARY = {"sts": "avg", "retrieval": "ndcg@10"}
 
 
 def is_adaptive(strategy: str) -> bool:
     return any(strategy == name or strategy.startswith(f"{name}-") for name in ADAPTIVE)
+
+
+def post_hoc(grid: dict[str, Any]) -> set[str]:
+    """Strategies the grid chose after seeing its first seed's test scores (``post_hoc``): reported, but never
+    counted towards a target, and compared on the later seeds only."""
+    return set(grid.get("post_hoc") or [])
 
 
 def fixed_temperatures(grid: dict[str, Any]) -> dict[str, float]:
@@ -231,11 +241,27 @@ def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> l
     resumed = [f"{s} seed {seed}" for s, cells in found.items() for seed, cell in cells.items() if _resumed(cell)]
     if resumed:
         lines += ["", f"Resumed after an interruption, so left out of wall time and memory: {', '.join(resumed)}."]
+    busy = [
+        f"{s} seed {seed} ({cell['load_average'][2]:.1f})"
+        for s, cells in found.items()
+        for seed, cell in cells.items()
+        if cell.get("load_average") and cell["load_average"][2] > BUSY_LOAD
+    ]
+    if busy:
+        lines += [
+            "",
+            f"Ran beside other work (load over the last 15 minutes above {BUSY_LOAD:g} as the cell ended, where the "
+            f"cell's own threads count about 2), so their times may be inflated: {', '.join(busy)}.",
+        ]
     lines += ["", f"Machines: {_machines(found)}."]
     return lines
 
 
-def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> list[str]:
+def targets(
+    grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str, has_curve: bool
+) -> list[str]:
+    """The targets of grids 1-3 against the reference; with a fixed-tau curve the regret targets replace the gain
+    over the reference."""
     reference = grid["reference"]
     lines = []
     trained = [s for s in found if _trained(found[s])]
@@ -243,7 +269,7 @@ def targets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
     adaptive = [s for s in trained if is_adaptive(s)]
     gains = {s: paired_differences(found, s, reference, [summary]) for s in adaptive} if reference in found else {}
     gains = {s: float(d.mean()) for s, d in gains.items() if d.size}  # paired: unfinished seeds do not count
-    if gains:
+    if gains and not has_curve:
         best = max(gains, key=gains.get)
         gain = gains[best]
         verdict = "met" if gain >= 0.3 else "not met"
@@ -282,19 +308,35 @@ class Regret:
     mean: float
     spread: str
     best: float  # against the fixed tau with the best mean over seeds, per seed
-    best_per_seed: list[float]
+    best_per_seed: dict[int, float]
     seeds_at_or_above: int
     seeds: int
     median: float | None  # against the median of the fixed taus' scores, per seed
     rank: int
 
 
-#: the best fixed strategy, its tau, and every trained strategy's regret against the curve
-Curve = tuple[str, float, list[Regret]]
+@dataclass
+class Curve:
+    """A grid's fixed-tau curve: its best fixed strategy and tau, every trained strategy's regret against it, and
+    how many of the grid's cells have finished (a verdict on an unfinished grid is provisional)."""
+
+    best: str
+    tau: float
+    rows: list[Regret]
+    done: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.total
+
+    def provisional(self, name: str) -> str:
+        return "" if self.complete else f" Provisional: `{name}` has {self.done} of {self.total} cells."
 
 
 def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> Curve | None:
-    """``(best fixed strategy, its tau, [Regret per trained strategy])``, or None without two finished fixed taus."""
+    """The grid's fixed-tau curve and every trained strategy's regret against it, or None without two finished
+    fixed taus."""
     fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
     if len(fixed) < 2:
         return None
@@ -307,7 +349,7 @@ def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
     paired_means = {name: np.mean([found[name][seed]["scores"][summary] for seed in complete]) for name in fixed}
     best = max(fixed, key=lambda name: (paired_means[name], -fixed[name]))
     medians = {seed: float(np.median([found[name][seed]["scores"][summary] for name in fixed])) for seed in complete}
-    order = sorted(trained, key=lambda s: -means[s])
+    ranks = dict(zip(trained, stats.rankdata([-means[s] for s in trained], method="min").astype(int), strict=True))
     rows = []
     for strategy in trained:
         cells = found[strategy]
@@ -322,14 +364,15 @@ def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
                 mean=means[strategy],
                 spread=_mean_std([c["scores"][summary] for c in cells.values()]),
                 best=float(np.mean(against_best)),
-                best_per_seed=[float(value) for value in against_best],
+                best_per_seed={seed: float(value) for seed, value in zip(shared, against_best, strict=True)},
                 seeds_at_or_above=sum(value <= 0 for value in against_best),
                 seeds=len(against_best),
                 median=float(np.mean(against_median)) if against_median else None,
-                rank=order.index(strategy) + 1,
+                rank=int(ranks[strategy]),
             )
         )
-    return best, fixed[best], rows
+    done = sum(len(cells) for cells in found.values())
+    return Curve(best, fixed[best], rows, done, sum(1 for _ in _expected_cells(grid)))
 
 
 def _tau_text(tau: float) -> str:
@@ -337,7 +380,7 @@ def _tau_text(tau: float) -> str:
 
 
 def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
-    _, tau, rows = curve
+    tau, rows = curve.tau, curve.rows
     fixed = fixed_temperatures(grid)
     lines = [
         f"| strategy | tau | {summary} | regret vs best fixed tau ({_tau_text(tau)}) | seeds at or above it | "
@@ -347,6 +390,7 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
     for row in rows:
         kind = "adaptive" if is_adaptive(row.strategy) else "-"
         kind = _tau_text(fixed[row.strategy]) if row.strategy in fixed else kind
+        kind += " (chosen after seed 1)" if row.strategy in post_hoc(grid) else ""
         median = "-" if row.median is None else f"{row.median:+.2f}"
         lines.append(
             f"| {row.strategy} | {kind} | {row.spread} | {row.best:+.2f} | {row.seeds_at_or_above} / {row.seeds} | "
@@ -355,28 +399,51 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
     return lines
 
 
+def _at_or_above(row: Regret) -> str:
+    return f"{row.best:+.2f}, {row.seeds_at_or_above} of {row.seeds} seed{'s' * (row.seeds > 1)} at or above"
+
+
 def regret_targets(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
-    best, tau, rows = curve
-    adaptive = sorted((row for row in rows if is_adaptive(row.strategy)), key=lambda row: row.best)
+    rows, chosen_later = curve.rows, post_hoc(grid)
+    adaptive = sorted(
+        (row for row in rows if is_adaptive(row.strategy) and row.strategy not in chosen_later), key=lambda r: r.best
+    )
     if not adaptive:
         return []
     stretch = STRETCH[grid["metric"]]
     closest = adaptive[0]
-    best_mean = next(row.mean for row in rows if row.strategy == best)
-    lines = [f"- Best fixed tau: {_tau_text(tau)} (`{best}`), {best_mean:.2f} {summary}."]
+    best_mean = next(row.mean for row in rows if row.strategy == curve.best)
+    lines = [f"- Best fixed tau: {_tau_text(curve.tau)} (`{curve.best}`), {best_mean:.2f} {summary}."]
     winners = [row for row in adaptive if row.best <= 0]
     if winners:
-        named = ", ".join(f"{row.strategy} ({row.best:+.2f})" for row in winners)
-        lines.append(
-            f"- An adaptive strategy at its defaults at or above the best fixed tau (regret <= 0): met by {named}."
-        )
+        named = "; ".join(f"{row.strategy} ({_at_or_above(row)})" for row in winners)
+        verdict = f"met by {named}"
     else:
-        lines.append(
-            f"- An adaptive strategy at its defaults at or above the best fixed tau (regret <= 0): not met; the "
-            f"closest is {closest.strategy}, regret {closest.best:+.2f}."
+        verdict = f"not met; the closest is {closest.strategy} ({_at_or_above(closest)})"
+    lines.append(
+        "- An adaptive strategy at its defaults at or above the best fixed tau (regret <= 0): "
+        f"{verdict}.{curve.provisional(grid['name'])}"
+    )
+    verdict = f"met by {closest.strategy} ({_at_or_above(closest)})" if closest.best <= -stretch else "not met"
+    lines.append(
+        f"- Stretch, {stretch:+.1f} {summary} above the best fixed tau (regret <= {-stretch:.1f}): {verdict}."
+        f"{curve.provisional(grid['name'])}"
+    )
+    first = grid["seeds"][0]
+    for row in rows:
+        if row.strategy not in chosen_later:
+            continue
+        later = {seed: value for seed, value in row.best_per_seed.items() if seed != first}
+        result = (
+            f"regret {np.mean(list(later.values())):+.2f} on seed{'s' * (len(later) > 1)} "
+            f"{', '.join(str(seed) for seed in later)}, {sum(v <= 0 for v in later.values())} of {len(later)} at "
+            "or above"
+            if later
+            else "no later seed has finished"
         )
-    verdict = "met by " + closest.strategy if closest.best <= -stretch else "not met"
-    lines.append(f"- Stretch, {stretch:+.1f} {summary} above the best fixed tau (regret <= {-stretch:.1f}): {verdict}.")
+        lines.append(
+            f"- {row.strategy}, chosen after seeing seed {first}'s test scores, counts towards no target: {result}."
+        )
     return lines
 
 
@@ -419,21 +486,23 @@ def plot_fixed_curve(grid: dict[str, Any], found: dict[str, dict[int, dict[str, 
 def plot_regrets(grid: dict[str, Any], curve: Curve, summary: str) -> bytes | None:
     """Each adaptive strategy's regret against the best fixed tau: one dot a seed, a bar at the mean, with the
     lines the targets draw; the strategies sit side by side where the fixed-tau plot stacks their bands."""
-    _, tau, rows = curve
+    tau, rows = curve.tau, curve.rows
     adaptive = sorted((row for row in rows if is_adaptive(row.strategy)), key=lambda row: -row.best)
     if not adaptive:
         return None
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, max(3.0, 1.4 + 0.35 * len(adaptive))))
     for place, row in enumerate(adaptive):
-        axis.plot(row.best_per_seed, [place] * len(row.best_per_seed), "o", color="tab:blue", alpha=0.6)
+        values = list(row.best_per_seed.values())
+        axis.plot(values, [place] * len(values), "o", color="tab:blue", alpha=0.6)
         axis.plot([row.best, row.best], [place - 0.3, place + 0.3], color="black", linewidth=2)
     axis.plot([], [], "o", color="tab:blue", alpha=0.6, label="one seed")
     axis.plot([], [], color="black", linewidth=2, label="mean over seeds")
     axis.axvline(0.0, color="grey", linewidth=1, label=f"best fixed tau ({_tau_text(tau)})")
     stretch = STRETCH[grid["metric"]]
     axis.axvline(-stretch, color="grey", linewidth=1, linestyle="--", label=f"stretch target ({-stretch:.1f})")
-    axis.set_yticks(range(len(adaptive)), [row.strategy for row in adaptive])
+    labels = [row.strategy + (" (chosen after seed 1)" if row.strategy in post_hoc(grid) else "") for row in adaptive]
+    axis.set_yticks(range(len(adaptive)), labels)
     return _png(
         figure,
         axis,
@@ -449,22 +518,34 @@ def across_grids(with_curve: list[tuple[dict[str, Any], Curve]]) -> list[str]:
     if len(with_curve) < 2:
         return []
     names = [grid["name"] for grid, _ in with_curve]
-    table = {grid["name"]: {row.strategy: row for row in rows} for grid, (_, _, rows) in with_curve}
+    table = {grid["name"]: {row.strategy: row for row in curve.rows} for grid, curve in with_curve}
+    chosen_later = set().union(*(post_hoc(grid) for grid, _ in with_curve))
     strategies = [s for s in table[names[0]] if is_adaptive(s) and all(s in table[name] for name in names)]
     lines = [
         "## Adaptive temperatures against the best fixed tau, every grid",
         "",
         "Regret is the best fixed tau's score minus the strategy's, paired by seed (positive: below it); a "
-        "strategy needs regret <= 0 in every grid to replace tuning tau.",
+        "strategy needs regret <= 0 in every grid to replace tuning tau. A strategy chosen after seeing a grid's "
+        "first seed (and which, in each grid, may wrap a different policy) counts towards no verdict.",
         "",
         "| strategy | " + " | ".join(f"regret {name}" for name in names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for strategy in strategies:
-        lines.append(f"| {strategy} | " + " | ".join(f"{table[n][strategy].best:+.2f}" for n in names) + " |")
-    everywhere = [s for s in strategies if all(table[n][s].best <= 0 for n in names)]
+        label = strategy + (" (chosen after seed 1)" if strategy in chosen_later else "")
+        lines.append(f"| {label} | " + " | ".join(f"{table[n][strategy].best:+.2f}" for n in names) + " |")
+    counted = [s for s in strategies if s not in chosen_later]
+    everywhere = [s for s in counted if all(table[n][s].best <= 0 for n in names)]
     verdict = "met by " + ", ".join(everywhere) if everywhere else "not met"
-    return [*lines, "", f"- One adaptive strategy at or above the best fixed tau in every grid: {verdict}.", ""]
+    unfinished = [f"`{grid['name']}` has {curve.done} of {curve.total} cells" for grid, curve in with_curve]
+    unfinished = [text for (_, curve), text in zip(with_curve, unfinished, strict=True) if not curve.complete]
+    provisional = f" Provisional: {', '.join(unfinished)}." if unfinished else ""
+    return [
+        *lines,
+        "",
+        f"- One adaptive strategy at or above the best fixed tau in every grid: {verdict}.{provisional}",
+        "",
+    ]
 
 
 def _final_median_tau(record: dict[str, Any]) -> float | None:
@@ -642,7 +723,7 @@ def grid_section(
     if not found:
         return [*lines, "No results yet.", ""], None
     metrics = _metrics(found)
-    summary = "avg" if "avg" in metrics else metrics[0]
+    summary = SUMMARY[grid["metric"]]
     tasks = [m for m in metrics if m != "avg"] if summary == "avg" else [summary]
     reference = grid["reference"]
     curve = regrets(grid, found, summary)
@@ -683,7 +764,7 @@ def grid_section(
             "",
             "### Targets",
             "",
-            *targets(grid, found, summary),
+            *targets(grid, found, summary, has_curve=curve is not None),
             *(regret_targets(grid, curve, summary) if curve else []),
             "",
         ]
@@ -694,8 +775,9 @@ def grid_section(
             f"Regret is a fixed tau's {summary} minus the strategy's, paired by seed and averaged over the seeds "
             "both ran (positive: the strategy scores below). The best fixed tau is the one with the best mean over "
             "the seeds every fixed tau finished, as a user tuning tau on this task would pick it; the median fixed "
-            "tau is, per such seed, the median of the fixed taus' scores, what an untuned pick gives. Rank is by "
-            f"mean {summary} among the trained strategies.",
+            "tau is, per such seed, the median of the fixed taus' scores, what an untuned pick gives. The best "
+            "fixed tau is picked on the same test scores it is compared on, which favours it over the adaptive "
+            f"strategies. Rank is by mean {summary} among the trained strategies (ties share a rank).",
             "",
             *regret_table(grid, curve, summary),
             "",

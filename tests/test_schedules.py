@@ -88,6 +88,14 @@ def test_a_schedule_nobody_told_the_step_is_a_clear_error():
         InfoNCE(policy)(anchors, [positives])
     with torch.no_grad():  # evaluation is fine: it reads the current position
         InfoNCE(policy)(anchors, [positives])
+    # before training (an evaluation on start) the position is step 0, whatever the epoch length will be
+    for by_epochs in (CosineScheduleTemperature(0.03, 0.1, period_epochs=1.0), CooldownTemperature(0.1, 0.05)):
+        sims = torch.zeros(2, 3, dtype=torch.float64)
+        with torch.no_grad():
+            assert float(by_epochs(sims, sims[:, 0])) == pytest.approx(0.1)
+        with pytest.raises(ValueError, match=r"counts in epochs but knows no epoch length"):
+            by_epochs.set_progress(3)
+            by_epochs(sims, sims[:, 0])
     with pytest.raises(ValueError, match=r"period_steps.*or in epochs.*one"):
         CosineScheduleTemperature(0.03, 0.1, period_steps=10, period_epochs=1.0)
 

@@ -56,6 +56,8 @@ class ContrastiveObjective(nn.Module):
     """
 
     positive_in_partition: ClassVar[bool] = True
+    #: whether a row's loss is already the robust objective's ``tau_i log s_i`` (SogCLR) rather than ``log s_i``
+    robust_form: ClassVar[bool] = False
     offers: ClassVar[frozenset[str]] = frozenset()
     #: a human name for error messages
     display_name: ClassVar[str] = ""
@@ -199,6 +201,7 @@ class ContrastiveObjective(nn.Module):
             indices=batch.indices,
             anchors=direction.queries,
             positive_in_partition=self.positive_in_partition,
+            robust_form=self.robust_form,
             **extra,
         )
 

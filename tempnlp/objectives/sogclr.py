@@ -76,6 +76,7 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
     """
 
     positive_in_partition = False
+    robust_form = True
     display_name = "SogCLR"
 
     def __init__(

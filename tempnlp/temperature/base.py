@@ -43,7 +43,8 @@ class RowStatistics:
     candidate set ``C_i`` is the objective's partition (InfoNCE: every entry, the positive included; DCL and
     SogCLR: every entry but the positive). ``log_partition`` is the objective's estimate ``log s_i`` of
     ``(1/|C_i|) sum_{j in C_i} exp(h_ij / tau_ij)``: this batch's value for InfoNCE and DCL, SogCLR's moving
-    average for SogCLR.
+    average for SogCLR. ``robust_form`` says whether the row losses are already the robust objective's
+    ``tau_i log s_i`` (SogCLR) or ``log s_i`` (InfoNCE, DCL).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class RowStatistics:
         indices: Tensor | None,
         anchors: Tensor,
         positive_in_partition: bool,
+        robust_form: bool = False,
         log_partition: Tensor | None = None,
         row_log_probability: Callable[[], Tensor] | None = None,
     ) -> None:
@@ -68,6 +70,7 @@ class RowStatistics:
         self.indices = indices
         self.anchors = anchors
         self.positive_in_partition = positive_in_partition
+        self.robust_form = robust_form
         self._log_partition = log_partition
         self._row_log_probability = row_log_probability
 

@@ -73,6 +73,22 @@ class RobustTemperature(TemperaturePolicy):
         self._pending = None
         return gradient
 
+    def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
+        """Row losses whose gradient is that of the robust objective ``sum_i tau_i log s_i`` which moves the
+        temperature, so that encoder and temperature descend one objective as in the papers; then the policy's own
+        :meth:`update`. SogCLR's row losses have that form. InfoNCE's and DCL's, ``log s_i`` at tau_i, would weight
+        row i's gradient by 1 / tau_i: they are weighted by ``tau_i / mean(tau)`` (constants), the robust objective
+        divided by the rows' mean temperature, so the loss keeps the objective's own scale (the same as before at
+        equal temperatures, and for one tau shared by every row)."""
+        tau = statistics.tau
+        if not statistics.robust_form and tau.dim() == 1:
+            row_losses = row_losses * (tau / tau.mean()).to(row_losses.dtype)
+        return self.update(row_losses, statistics)
+
+    def update(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
+        """Move the temperature from the statistics (in training) and return the row losses to average."""
+        raise NotImplementedError
+
     def check_partition_size(self, size: int, what: str = "negatives") -> None:
         """A tau step needs rho below log(partition size): a KL ball that wide contains every weighting."""
         if self.rho >= math.log(max(size, 1)):

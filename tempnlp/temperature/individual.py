@@ -38,11 +38,13 @@ class IndividualTemperature(RobustTemperature):
         tau[k] = clip(tau[k] - eta u[k], tau_min, tau_max)
 
     Samples whose partition looks alike (frequent semantics) end with a larger tau, rare ones a smaller one. The
-    objective uses the temperature as a constant; only this update moves it. On SogCLR it is the paper's iSogCLR;
-    on InfoNCE or DCL the partition estimate ``s_i`` is the batch's own. A symmetric objective gives each
-    direction its own temperatures (the bimodal form), or, with ``share_directions=True``, both directions one
-    tau_i moved by the mean of their two gradients (the unimodal form, as LibAUC's ``GCLoss_v1``). Outside training
-    (no gradient) every row uses ``tau_init``.
+    objective uses the temperature as a constant; only this update moves it. The encoder descends the same
+    objective, ``tau_i log s_i``: on SogCLR it is the paper's iSogCLR; on InfoNCE or DCL the partition estimate
+    ``s_i`` is the batch's own, and each row's loss ``log s_i`` is weighted by ``tau_i / mean(tau)`` (see
+    :meth:`~tempnlp.temperature.dro.RobustTemperature.observe`). A symmetric
+    objective gives each direction its own temperatures (the bimodal form), or, with ``share_directions=True``,
+    both directions one tau_i moved by the mean of their two gradients (the unimodal form, as LibAUC's
+    ``GCLoss_v1``). Outside training (no gradient) every row uses ``tau_init``.
 
     A tau_i is read the next time its sample comes back: with one pass over the data it never acts.
 
@@ -130,7 +132,7 @@ class IndividualTemperature(RobustTemperature):
             )
         return self.state(context.get("direction", 0)).tau[indices].to(similarities.dtype)
 
-    def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
+    def update(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         indices = statistics.indices
         if indices is None or not torch.is_grad_enabled():
             return row_losses

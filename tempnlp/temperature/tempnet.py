@@ -50,7 +50,9 @@ class TempNet(nn.Module):
 class TempNetTemperature(RobustTemperature):
     """tau_i predicted from the (detached) embedding of row i by a small network, trained by the robust gradient.
 
-    The objective uses the prediction as a constant; the network's weights receive the gradient of
+    The objective uses the prediction as a constant (on InfoNCE or DCL, each row's loss weighted by
+    ``tau_i / mean(tau)``, so that the encoder descends the robust objective ``tau_i log s_i``, as with
+    :class:`~tempnlp.temperature.IndividualTemperature`); the network's weights receive the gradient of
     ``mean_i G_i * tau_i(theta)``, where ``G_i`` is the row's DRO temperature gradient (as for
     :class:`~tempnlp.temperature.IndividualTemperature`), through a term added to the loss whose value is zero.
     Because tau comes from the embedding, a sample seen for the first time already has its own temperature: this
@@ -134,7 +136,7 @@ class TempNetTemperature(RobustTemperature):
         self._prediction = predicted
         return predicted.detach()
 
-    def observe(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
+    def update(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         predicted, self._prediction = self._prediction, None
         if not torch.is_grad_enabled():
             return row_losses

@@ -96,11 +96,15 @@ def test_the_ema_copy_follows_the_moving_average_in_float32_whatever_the_encoder
         loss.queue.update(tiny_model, _features(tiny_model, TEXTS[step : step + 2]))
         for name, p in tiny_model.named_parameters():
             expected[name] = 0.9 * expected[name] + 0.1 * p.detach().double()
+        # gradient accumulation: a second micro-batch before the next optimizer step enqueues, and the average
+        # stays where it is (MoCo moves it once an optimizer step; twice would weigh this step's weights 0.19)
+        loss.queue.update(tiny_model, _features(tiny_model, TEXTS[step + 2 : step + 4]))
     averaged = dict(loss.queue.ema_encoder.named_parameters())
     assert [name for name in averaged] == names
     for name in names:
         assert averaged[name].dtype == torch.float32
         torch.testing.assert_close(averaged[name].double(), expected[name], rtol=0, atol=1e-6, msg=name)
+    assert loss.queue._filled_host == 8  # every micro-batch was enqueued
 
 
 def test_the_ema_copy_embeds_under_the_autocast_the_encoder_ran_under(tiny_model):

@@ -63,6 +63,7 @@ class MomentumQueue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self._filled_host = 0  # host-side mirror of `filled`, so negatives() never reads the device
+        self._averaged_versions: tuple[int, ...] | None = None  # the encoder weights' versions at the last average
 
     def negatives(self) -> Tensor | None:
         """The queued embeddings (unit-normalised, detached), or None while the queue is empty."""
@@ -80,14 +81,20 @@ class MomentumQueue(nn.Module):
     ) -> None:
         """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings.
 
+        The average moves once per optimizer step, as MoCo's: with gradient accumulation, the micro-batches after
+        the first find the encoder's weights unchanged (their version counters have not moved) and only enqueue.
+
         With ``mini_batch_size`` (GradCache; and ``mini_batch_num_tokens`` if the loss sets it), the EMA encoder
         embeds the mini-batches the loss itself embeds, so the queue adds no more activation memory than one of
         them.
         """
         source = model.module if hasattr(model, "module") else model  # DDP-wrapped models
-        averaged = list(self.ema_encoder.parameters())
-        current = [p.detach().to(ema.dtype) for ema, p in zip(averaged, source.parameters(), strict=True)]
-        torch._foreach_lerp_(averaged, current, 1.0 - self.momentum)  # ema += (1 - m) (current - ema)
+        versions = tuple(p._version for p in source.parameters())  # host-side counters: no device read
+        if versions != self._averaged_versions:
+            averaged = list(self.ema_encoder.parameters())
+            current = [p.detach().to(ema.dtype) for ema, p in zip(averaged, source.parameters(), strict=True)]
+            torch._foreach_lerp_(averaged, current, 1.0 - self.momentum)  # ema += (1 - m) (current - ema)
+            self._averaged_versions = versions
         if mini_batch_size is None:
             parts = [features]
         else:  # ST's own slicing, as its GradCache uses: trailing padding trimmed, flattened inputs handled

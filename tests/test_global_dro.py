@@ -27,7 +27,8 @@ def _reference_step(anchors, positives, tau, u, *, positive_in_partition, symmet
             sims = [queries[i] @ candidates[j] for j in range(BATCH)]
             partition = [j for j in range(BATCH) if positive_in_partition or j != i]
             logits = torch.stack([sims[j] / tau for j in partition])
-            rows.append(torch.logsumexp(logits, 0) - sims[i] / tau)
+            # the encoder descends the robust objective tau log s_i (over tau_init): the row loss log s_i times tau
+            rows.append((torch.logsumexp(logits, 0) - sims[i] / tau) * tau / TAU_INIT)
             gaps = [(sims[j] - sims[i]).item() for j in partition]
             s = sum(math.exp(h / tau) for h in gaps) / len(gaps)
             weighted = sum(math.exp(h / tau) / s * h / tau for h in gaps) / len(gaps)

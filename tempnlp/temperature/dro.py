@@ -77,12 +77,11 @@ class RobustTemperature(TemperaturePolicy):
         """Row losses whose gradient is that of the robust objective ``sum_i tau_i log s_i`` which moves the
         temperature, so that encoder and temperature descend one objective as in the papers; then the policy's own
         :meth:`update`. SogCLR's row losses have that form. InfoNCE's and DCL's, ``log s_i`` at tau_i, would weight
-        row i's gradient by 1 / tau_i: they are weighted by ``tau_i / mean(tau)`` (constants), the robust objective
-        divided by the rows' mean temperature, so the loss keeps the objective's own scale (the same as before at
-        equal temperatures, and for one tau shared by every row)."""
-        tau = statistics.tau
-        if not statistics.robust_form and tau.dim() == 1:
-            row_losses = row_losses * (tau / tau.mean()).to(row_losses.dtype)
+        row i's gradient by 1 / tau_i: they are weighted by ``tau_i / tau_init`` (constants), the robust objective
+        divided by one number for every row, direction and step, so that at ``tau_init`` the loss is the
+        objective's own."""
+        if not statistics.robust_form:
+            row_losses = row_losses * (statistics.tau / self.tau_init).to(row_losses.dtype)
         return self.update(row_losses, statistics)
 
     def update(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:

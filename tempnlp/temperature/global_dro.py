@@ -20,8 +20,8 @@ class GlobalDROTemperature(RobustTemperature):
         u   = (1 - beta) u + beta mean_i clip(G_i)
         tau = clip(tau - eta u, tau_min, tau_max)
 
-    This is the DRO objective ``tau (log s + rho)`` with tau shared by all samples (on InfoNCE or DCL the encoder
-    descends it divided by tau, at the objective's own scale). FastCLIP (v3) and LibAUC's
+    This is the DRO objective ``tau (log s + rho)`` with tau shared by all samples; on InfoNCE or DCL the encoder
+    descends it too, the row losses weighted by ``tau / tau_init``. FastCLIP (v3) and LibAUC's
     ``GCLoss_v2(temperature_scheme="global_learnable")`` make the same tau a parameter of the model and let the
     optimizer (with its learning rate, momentum and weight decay) follow the gradient of that surrogate; here the
     step is the policy's own (``eta``, ``beta``), as for the per-sample temperatures, so it does not depend on the
@@ -79,7 +79,7 @@ class GlobalDROTemperature(RobustTemperature):
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
         # a 0-d device tensor: no host read; evaluation uses the learned value too
-        return self.tau.to(similarities.dtype, copy=True)  # a copy: observe() moves the buffer in place
+        return self.tau.to(similarities.dtype, copy=True)  # a copy: update() moves the buffer in place
 
     def update(self, row_losses: Tensor, statistics: RowStatistics) -> Tensor:
         if not self.steps(statistics):

@@ -40,7 +40,7 @@ class IndividualTemperature(RobustTemperature):
     Samples whose partition looks alike (frequent semantics) end with a larger tau, rare ones a smaller one. The
     objective uses the temperature as a constant; only this update moves it. The encoder descends the same
     objective, ``tau_i log s_i``: on SogCLR it is the paper's iSogCLR; on InfoNCE or DCL the partition estimate
-    ``s_i`` is the batch's own, and each row's loss ``log s_i`` is weighted by ``tau_i / mean(tau)`` (see
+    ``s_i`` is the batch's own, and each row's loss ``log s_i`` is weighted by ``tau_i / tau_init`` (see
     :meth:`~tempnlp.temperature.dro.RobustTemperature.observe`). A symmetric
     objective gives each direction its own temperatures (the bimodal form), or, with ``share_directions=True``,
     both directions one tau_i moved by the mean of their two gradients (the unimodal form, as LibAUC's

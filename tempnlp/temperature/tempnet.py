@@ -51,7 +51,7 @@ class TempNetTemperature(RobustTemperature):
     """tau_i predicted from the (detached) embedding of row i by a small network, trained by the robust gradient.
 
     The objective uses the prediction as a constant (on InfoNCE or DCL, each row's loss weighted by
-    ``tau_i / mean(tau)``, so that the encoder descends the robust objective ``tau_i log s_i``, as with
+    ``tau_i / tau_init``, so that the encoder descends the robust objective ``tau_i log s_i``, as with
     :class:`~tempnlp.temperature.IndividualTemperature`); the network's weights receive the gradient of
     ``mean_i G_i * tau_i(theta)``, where ``G_i`` is the row's DRO temperature gradient (as for
     :class:`~tempnlp.temperature.IndividualTemperature`), through a term added to the loss whose value is zero.

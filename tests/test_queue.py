@@ -80,19 +80,33 @@ def test_bad_queue_arguments(tiny_model):
             loss_cls(tiny_model, queue_size=8, gather_across_devices=True, **extra)
 
 
+@pytest.mark.parametrize("step_with", ["hand", "foreach", "fused"])
 @pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
-def test_the_ema_copy_follows_the_moving_average_in_float32_whatever_the_encoder_weights(tiny_model, weights):
+def test_the_ema_copy_follows_the_moving_average_in_float32_whatever_the_encoder_weights(
+    tiny_model, weights, step_with
+):
     """ema_k = m ema_{k-1} + (1 - m) theta_k, computed here in float64 from the weights the encoder held at each
-    step. With bf16 weights the copy must still average in float32: 0.1 x a bf16 step rounds away in bf16."""
+    step, once an optimizer step whatever updates the weights: by hand, torch's foreach AdamW, or its fused AdamW
+    (the trainer's default, which leaves the weights' version counters as they are). With bf16 weights the copy
+    must still average in float32: 0.1 x a bf16 step rounds away in bf16."""
     tiny_model.to(weights)
-    loss = InfoNCELoss(tiny_model, queue_size=8, queue_momentum=0.9)
+    loss = InfoNCELoss(tiny_model, queue_size=16, queue_momentum=0.9)
     names = [name for name, _ in tiny_model.named_parameters()]
     expected = {name: p.detach().double() for name, p in tiny_model.named_parameters()}
     generator = torch.Generator().manual_seed(0)
+    optimizer = None
+    if step_with != "hand":
+        fused = step_with == "fused"
+        optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=1e-2, foreach=not fused, fused=fused)
     for step in range(4):
-        with torch.no_grad():  # the optimizer's step, by hand: a small move of every weight
+        if optimizer is None:
+            with torch.no_grad():  # the optimizer's step, by hand: a small move of every weight
+                for p in tiny_model.parameters():
+                    p.add_((1e-2 * torch.randn(p.shape, generator=generator)).to(p.dtype))
+        else:
             for p in tiny_model.parameters():
-                p.add_((1e-2 * torch.randn(p.shape, generator=generator)).to(p.dtype))
+                p.grad = torch.randn(p.shape, generator=generator).to(p.dtype)
+            optimizer.step()
         loss.queue.update(tiny_model, _features(tiny_model, TEXTS[step : step + 2]))
         for name, p in tiny_model.named_parameters():
             expected[name] = 0.9 * expected[name] + 0.1 * p.detach().double()
@@ -104,7 +118,7 @@ def test_the_ema_copy_follows_the_moving_average_in_float32_whatever_the_encoder
     for name in names:
         assert averaged[name].dtype == torch.float32
         torch.testing.assert_close(averaged[name].double(), expected[name], rtol=0, atol=1e-6, msg=name)
-    assert loss.queue._filled_host == 8  # every micro-batch was enqueued
+    assert loss.queue._filled_host == 16  # every micro-batch was enqueued
 
 
 def test_the_ema_copy_embeds_under_the_autocast_the_encoder_ran_under(tiny_model):

@@ -21,8 +21,24 @@ import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import _create_minibatch, _minibatch_ranges
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tempnlp._checks import positive_float
+
+_optimizer_steps = 0  # optimizer steps taken in this process, counted by a hook every torch optimizer calls
+_counting = False
+
+
+def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+def _count_optimizer_steps() -> None:
+    global _counting
+    if not _counting:
+        register_optimizer_step_post_hook(_count_step)
+        _counting = True
 
 
 class _AutocastRecorder:
@@ -63,7 +79,10 @@ class MomentumQueue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self._filled_host = 0  # host-side mirror of `filled`, so negatives() never reads the device
-        self._averaged_versions: tuple[int, ...] | None = None  # the encoder weights' versions at the last average
+        # the optimizer steps and the encoder weights' version counters at the last average: either moves when
+        # the weights change (a fused optimizer leaves the counters as they are; a hand-written update, the step)
+        self._averaged_at: tuple[int, tuple[int, ...]] | None = None
+        _count_optimizer_steps()
 
     def negatives(self) -> Tensor | None:
         """The queued embeddings (unit-normalised, detached), or None while the queue is empty."""
@@ -82,19 +101,19 @@ class MomentumQueue(nn.Module):
         """Move the EMA encoder towards ``model``, embed ``features`` with it and enqueue the embeddings.
 
         The average moves once per optimizer step, as MoCo's: with gradient accumulation, the micro-batches after
-        the first find the encoder's weights unchanged (their version counters have not moved) and only enqueue.
+        the first find no optimizer step and no weight changed since the last average, and only enqueue.
 
         With ``mini_batch_size`` (GradCache; and ``mini_batch_num_tokens`` if the loss sets it), the EMA encoder
         embeds the mini-batches the loss itself embeds, so the queue adds no more activation memory than one of
         them.
         """
         source = model.module if hasattr(model, "module") else model  # DDP-wrapped models
-        versions = tuple(p._version for p in source.parameters())  # host-side counters: no device read
-        if versions != self._averaged_versions:
+        position = (_optimizer_steps, tuple(p._version for p in source.parameters()))  # host-side: no device read
+        if position != self._averaged_at:
             averaged = list(self.ema_encoder.parameters())
             current = [p.detach().to(ema.dtype) for ema, p in zip(averaged, source.parameters(), strict=True)]
             torch._foreach_lerp_(averaged, current, 1.0 - self.momentum)  # ema += (1 - m) (current - ema)
-            self._averaged_versions = versions
+            self._averaged_at = position
         if mini_batch_size is None:
             parts = [features]
         else:  # ST's own slicing, as its GradCache uses: trailing padding trimmed, flattened inputs handled

@@ -56,6 +56,11 @@ class Cell:
     def run_dir(self) -> Path:
         return RUNS / self.grid / self.strategy / f"seed-{self.seed}"
 
+    @property
+    def training_overrides(self) -> list[str]:
+        """What ``tempnlp train`` is told on top of the recipe: the grid's settings, the strategy's, the seed."""
+        return [*self.overrides, f"seed={self.seed}"]
+
 
 def _dump(value: Any) -> str:
     """A ``--set`` value: JSON is valid YAML flow syntax, so lists and mappings pass through unchanged."""
@@ -87,6 +92,8 @@ def cells(grid: dict[str, Any]) -> list[Cell]:
             train = strategy.pop("train", True)
             if not train and seed != grid["seeds"][0]:
                 continue  # the untrained model's scores do not depend on a seed: one cell
+            if name in (grid.get("post_hoc") or []) and seed == grid["seeds"][0]:
+                continue  # chosen after seeing the first seed's scores: that seed would share the luck it chose
             overrides = [*shared, *(f"{key}={_dump(value)}" for key, value in strategy.items())]
             load_recipe(ROOT / grid["recipe"], overrides, grid.get("variant"))
             out.append(Cell(grid["name"], name, int(seed), overrides, bool(train)))
@@ -101,8 +108,7 @@ def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
         command = [*base, "train", str(ROOT / grid["recipe"]), "--output-dir", str(cell.run_dir)]
         if grid.get("variant"):
             command += ["--variant", grid["variant"]]
-        command += [item for override in cell.overrides for item in ("--set", override)]
-        command += ["--set", f"seed={cell.seed}"]
+        command += [item for override in cell.training_overrides for item in ("--set", override)]
         if any(cell.run_dir.glob("checkpoint-*")) and not (cell.run_dir / "results.json").exists():
             command.append("--resume")
         return command
@@ -121,7 +127,7 @@ def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
 
 def _cell_recipe(grid: dict[str, Any], cell: Cell) -> dict[str, Any]:
     """The recipe the cell trains, as its run records it (``results.json``'s ``recipe``)."""
-    recipe, _ = load_recipe(ROOT / grid["recipe"], cell.overrides, grid.get("variant"))
+    recipe, _ = load_recipe(ROOT / grid["recipe"], cell.training_overrides, grid.get("variant"))
     return json.loads(json.dumps(recipe.to_dict()))
 
 

@@ -71,13 +71,14 @@ def fixed_temperatures(grid: dict[str, Any]) -> dict[str, float]:
 
 
 def load_results(results: Path, grid: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
-    """``{strategy: {seed: record}}`` for the cells that have finished, in the grid's strategy order."""
+    """``{strategy: {seed: record}}`` for the cells that have finished, in the grid's strategy and seed order."""
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for strategy in grid["strategies"]:
         folder = results / grid["name"] / strategy
-        records = [json.loads(path.read_text()) for path in sorted(folder.glob("seed-*.json"))]
+        paths = [folder / f"seed-{seed}.json" for seed in _expected_seeds(grid, strategy)]
+        records = [json.loads(path.read_text()) for path in paths if path.is_file()]  # none the grid does not run
         if records:
-            found[strategy] = {record["seed"]: record for record in sorted(records, key=lambda r: r["seed"])}
+            found[strategy] = {record["seed"]: record for record in records}
     return found
 
 
@@ -707,14 +708,17 @@ def grid_section(
     lines = [f"## {grid['name']}", "", grid.get("description", "").strip(), "", f"Run: `{command}`", ""]
     lines.append(f"Cells finished: {done} of {total}.")
     missing = [s for s in grid["strategies"] if s not in found]
-    partial = [s for s in found if s in grid["strategies"] and len(found[s]) < _seeds_for(grid, s)]
+    partial = [s for s in found if len(found[s]) < len(_expected_seeds(grid, s))]
     if missing or partial:
         lines.append(
             "Still to run: "
             + ", ".join(
                 [
-                    *(f"{s} (all seeds)" if _seeds_for(grid, s) > 1 else s for s in missing),
-                    *(f"{s} (seed {', '.join(str(n) for n in grid['seeds'] if n not in found[s])})" for s in partial),
+                    *(f"{s} (all seeds)" if len(_expected_seeds(grid, s)) > 1 else s for s in missing),
+                    *(
+                        f"{s} (seed {', '.join(str(n) for n in _expected_seeds(grid, s) if n not in found[s])})"
+                        for s in partial
+                    ),
                 ]
             )
             + ". The tables below cover the finished cells only."
@@ -837,13 +841,19 @@ def _versions_text(cells: list[dict[str, str]]) -> str:
     return ", ".join(parts)
 
 
-def _seeds_for(grid: dict[str, Any], strategy: str) -> int:
-    return 1 if (grid["strategies"][strategy] or {}).get("train", True) is False else len(grid["seeds"])
+def _expected_seeds(grid: dict[str, Any], strategy: str) -> list[int]:
+    """The seeds a strategy runs, as eval.grid.cells schedules them: one for the untrained model, all but the
+    first for a strategy chosen after seeing the first, every seed otherwise."""
+    seeds = list(grid["seeds"])
+    if (grid["strategies"][strategy] or {}).get("train", True) is False:
+        return seeds[:1]
+    return seeds[1:] if strategy in post_hoc(grid) else seeds
 
 
 def _expected_cells(grid: dict[str, Any]):
     for strategy in grid["strategies"]:
-        yield from range(_seeds_for(grid, strategy))
+        for seed in _expected_seeds(grid, strategy):
+            yield strategy, seed
 
 
 def build_report(grids: Path = GRIDS, results: Path = RESULTS, report: Path = REPORT, plots: Path = PLOTS) -> str:

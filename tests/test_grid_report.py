@@ -12,7 +12,7 @@ from scipy import stats
 
 from eval import grid as grid_module
 from eval import report as report_module
-from tempnlp.train.recipe import RecipeError
+from tempnlp.train.recipe import RecipeError, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["STS12", "STS13", "STSBenchmark"]
@@ -82,10 +82,15 @@ def test_a_run_that_finished_before_its_cell_was_recorded_is_recorded_not_retrai
     grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES))
     cell = grid_module.cells(grid)[1]
     cell.run_dir.mkdir(parents=True)
+    # the recipe the run records: the one the cell's own command trains, every --set of it included (the seed too)
+    command = grid_module._command(grid, cell)
+    sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
+    assert "seed=1" in sets
+    recipe, _ = load_recipe(ROOT / grid["recipe"], sets)
     (cell.run_dir / "results.json").write_text(
         json.dumps(
             {
-                "recipe": grid_module._cell_recipe(grid, cell),
+                "recipe": json.loads(json.dumps(recipe.to_dict())),
                 "versions": {"tempnlp": "0.1.0"},
                 "train": {"steps": 2, "median_step_seconds": 0.5},
                 "curve": [],
@@ -485,6 +490,11 @@ def test_a_strategy_chosen_after_seed_one_counts_towards_no_target(tmp_path):
     across = text.split("## Adaptive temperatures against the best fixed tau, every grid")[1]
     assert "| hardness (chosen after seed 1) |" in across
     assert "in every grid: met by hardness" not in across and "Provisional" not in across
+    # the grid runs it on the later seeds only: its first seed would share the luck that chose it
+    scheduled = grid_module.cells(grid_module.load_grid(tmp_path / "grids" / "tiny.yaml"))
+    assert [c.seed for c in scheduled if c.strategy == "hardness"] == [2, 3]
+    regret_row = section.split("| hardness | adaptive (chosen after seed 1) |")[1].splitlines()[0]
+    assert "| 2 / 2 |" in regret_row  # seeds 2 and 3, both at or above the best fixed tau
     with pytest.raises(RecipeError, match=r"post_hoc names \['hardnes'\], which are not strategies"):
         grid_module.load_grid(_grid_file(tmp_path, STRATEGIES, post_hoc=["hardnes"]))
 

@@ -48,7 +48,8 @@ class _AutocastRecorder:
         self.dtype: torch.dtype | None = None
 
     def __call__(self, module: nn.Module, args: Any) -> None:
-        device = next(module.parameters(), torch.empty(0)).device.type
+        parameter = next(module.parameters(), None)
+        device = parameter.device.type if parameter is not None else "cpu"
         self.dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 

@@ -41,13 +41,18 @@ class Direction:
     #: extra negatives (a momentum queue) after the documents
     extra: int = 0
 
+    # The masks are built by comparing index grids, on the device: writing a Python True through a tensor index
+    # would copy it from the host, which waits for the device's queued work.
+    def _grid(self) -> tuple[Tensor, Tensor]:
+        device = self.similarities.device
+        rows = torch.arange(self.batch_size, device=device).unsqueeze(1)
+        return rows, torch.arange(self.width, device=device).unsqueeze(0)
+
     def own_documents(self) -> Tensor:
         """(B, N) mask of each row's own documents: its positive and its own hard negatives."""
-        rows = torch.arange(self.batch_size, device=self.similarities.device)
-        mask = torch.zeros_like(self.similarities, dtype=torch.bool)
-        for column in range(self.document_columns):
-            mask[rows, column * self.batch_size + rows] = True
-        return mask
+        rows, columns = self._grid()
+        in_documents = columns < self.document_columns * self.batch_size
+        return in_documents & ((columns - rows) % self.batch_size == 0)
 
     def documents_and_extra(self) -> Tensor:
         """(B, N) mask of the document block and the extra negatives (everything but a same-view block)."""
@@ -67,18 +72,16 @@ class Direction:
         """(B, N) mask of the rows' similarities with themselves, or None without a same-view block."""
         if self.same_view_start is None:
             return None
-        rows = torch.arange(self.batch_size, device=self.similarities.device)
-        mask = torch.zeros_like(self.similarities, dtype=torch.bool)
-        mask[rows, self.same_view_start + rows] = True
-        return mask
+        rows, columns = self._grid()
+        return columns == rows + self.same_view_start
 
     def partition_mask(self, positive_in_partition: bool) -> Tensor | None:
         """(B, N) mask of each row's partition, or None when it is every entry."""
         excluded = self.self_entries()
         if not positive_in_partition:
-            rows = torch.arange(self.batch_size, device=self.similarities.device)
-            excluded = torch.zeros_like(self.similarities, dtype=torch.bool) if excluded is None else excluded
-            excluded[rows, rows] = True
+            rows, columns = self._grid()
+            positives = columns == rows
+            excluded = positives if excluded is None else excluded | positives
         return None if excluded is None else ~excluded
 
     def partition_size(self, positive_in_partition: bool) -> int:

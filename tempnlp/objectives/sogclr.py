@@ -198,7 +198,7 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
         else:
             log_s_stored = log_s
         write_rows(state.log_s, indices, log_s_stored)
-        state.seen[indices] = True
+        state.seen.index_fill_(0, indices, True)  # no host-to-device copy of the value
         return log_s
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:

@@ -137,7 +137,7 @@ class IndividualTemperature(RobustTemperature):
         if indices is None or not torch.is_grad_enabled():
             return row_losses
         state = self.state(statistics.direction)
-        state.seen[indices] = True
+        state.seen.index_fill_(0, indices, True)  # no host-to-device copy of the value
         if not self.steps(statistics):
             return row_losses
         with torch.no_grad():

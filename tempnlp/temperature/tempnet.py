@@ -144,7 +144,7 @@ class TempNetTemperature(RobustTemperature):
             with torch.no_grad():  # the latest tau_i, for the histograms; a short batch's too
                 record = self.records[statistics.direction]
                 write_rows(record.tau, statistics.indices, statistics.tau)
-                record.seen[statistics.indices] = True
+                record.seen.index_fill_(0, statistics.indices, True)
         if not self.steps(statistics):
             return row_losses
         # d/d(theta) of mean_i G_i * tau_i(theta): the robust objective's descent direction for the network;

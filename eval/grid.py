@@ -75,11 +75,26 @@ def load_grid(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; a grid has {sorted(GRID_KEYS)}.")
     if grid.get("reference") not in grid.get("strategies", {}):
         raise RecipeError(f"{path}: reference {grid.get('reference')!r} is not one of the strategies.")
-    unknown = set(grid.get("post_hoc") or []) - set(grid.get("strategies", {}))
+    unknown = post_hoc(grid) - set(grid.get("strategies", {}))
     if unknown:
         raise RecipeError(f"{path}: post_hoc names {sorted(unknown)}, which are not strategies of the grid.")
     grid.setdefault("metric", "sts")
     return grid
+
+
+def post_hoc(grid: dict[str, Any]) -> set[str]:
+    """Strategies the grid chose after seeing its first seed's test scores (``post_hoc``): reported, but never
+    counted towards a target, and run on the later seeds only."""
+    return set(grid.get("post_hoc") or [])
+
+
+def expected_seeds(grid: dict[str, Any], strategy: str) -> list[int]:
+    """The seeds a strategy runs: the first only for the untrained model (its scores do not depend on a seed),
+    all but the first for a post_hoc strategy (that seed would share the luck that chose it), else every seed."""
+    seeds = [int(seed) for seed in grid["seeds"]]
+    if (grid["strategies"][strategy] or {}).get("train", True) is False:
+        return seeds[:1]
+    return seeds[1:] if strategy in post_hoc(grid) else seeds
 
 
 def cells(grid: dict[str, Any]) -> list[Cell]:
@@ -90,10 +105,8 @@ def cells(grid: dict[str, Any]) -> list[Cell]:
         for name, strategy in grid["strategies"].items():
             strategy = dict(strategy or {})
             train = strategy.pop("train", True)
-            if not train and seed != grid["seeds"][0]:
-                continue  # the untrained model's scores do not depend on a seed: one cell
-            if name in (grid.get("post_hoc") or []) and seed == grid["seeds"][0]:
-                continue  # chosen after seeing the first seed's scores: that seed would share the luck it chose
+            if seed not in expected_seeds(grid, name):
+                continue
             overrides = [*shared, *(f"{key}={_dump(value)}" for key, value in strategy.items())]
             load_recipe(ROOT / grid["recipe"], overrides, grid.get("variant"))
             out.append(Cell(grid["name"], name, int(seed), overrides, bool(train)))

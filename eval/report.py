@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from eval.grid import ROOT, load_grid
+from eval.grid import ROOT, expected_seeds, load_grid, post_hoc
 from tempnlp._io import write_bytes_atomic, write_text_atomic
 from tempnlp._plots import figure_png, pyplot
 
@@ -53,12 +53,6 @@ def is_adaptive(strategy: str) -> bool:
     return any(strategy == name or strategy.startswith(f"{name}-") for name in ADAPTIVE)
 
 
-def post_hoc(grid: dict[str, Any]) -> set[str]:
-    """Strategies the grid chose after seeing its first seed's test scores (``post_hoc``): reported, but never
-    counted towards a target, and compared on the later seeds only."""
-    return set(grid.get("post_hoc") or [])
-
-
 def fixed_temperatures(grid: dict[str, Any]) -> dict[str, float]:
     """The strategies that set nothing but ``loss.temperature: <number>`` on the grid's shared loss, with that number:
     the points of the grid's fixed-tau curve (a strategy that also changes the loss is not on it)."""
@@ -75,7 +69,7 @@ def load_results(results: Path, grid: dict[str, Any]) -> dict[str, dict[int, dic
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for strategy in grid["strategies"]:
         folder = results / grid["name"] / strategy
-        paths = [folder / f"seed-{seed}.json" for seed in _expected_seeds(grid, strategy)]
+        paths = [folder / f"seed-{seed}.json" for seed in expected_seeds(grid, strategy)]
         records = [json.loads(path.read_text()) for path in paths if path.is_file()]  # none the grid does not run
         if records:
             found[strategy] = {record["seed"]: record for record in records}
@@ -335,7 +329,9 @@ class Curve:
         return "" if self.complete else f" Provisional: `{name}` has {self.done} of {self.total} cells."
 
 
-def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str) -> Curve | None:
+def regrets(
+    grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str, done: int, total: int
+) -> Curve | None:
     """The grid's fixed-tau curve and every trained strategy's regret against it, or None without two finished
     fixed taus."""
     fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
@@ -372,8 +368,7 @@ def regrets(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], s
                 rank=int(ranks[strategy]),
             )
         )
-    done = sum(len(cells) for cells in found.values())
-    return Curve(best, fixed[best], rows, done, sum(1 for _ in _expected_cells(grid)))
+    return Curve(best, fixed[best], rows, done, total)
 
 
 def _tau_text(tau: float) -> str:
@@ -538,8 +533,9 @@ def across_grids(with_curve: list[tuple[dict[str, Any], Curve]]) -> list[str]:
     counted = [s for s in strategies if s not in chosen_later]
     everywhere = [s for s in counted if all(table[n][s].best <= 0 for n in names)]
     verdict = "met by " + ", ".join(everywhere) if everywhere else "not met"
-    unfinished = [f"`{grid['name']}` has {curve.done} of {curve.total} cells" for grid, curve in with_curve]
-    unfinished = [text for (_, curve), text in zip(with_curve, unfinished, strict=True) if not curve.complete]
+    unfinished = [
+        f"`{grid['name']}` has {curve.done} of {curve.total} cells" for grid, curve in with_curve if not curve.complete
+    ]
     provisional = f" Provisional: {', '.join(unfinished)}." if unfinished else ""
     return [
         *lines,
@@ -708,15 +704,15 @@ def grid_section(
     lines = [f"## {grid['name']}", "", grid.get("description", "").strip(), "", f"Run: `{command}`", ""]
     lines.append(f"Cells finished: {done} of {total}.")
     missing = [s for s in grid["strategies"] if s not in found]
-    partial = [s for s in found if len(found[s]) < len(_expected_seeds(grid, s))]
+    partial = [s for s in found if len(found[s]) < len(expected_seeds(grid, s))]
     if missing or partial:
         lines.append(
             "Still to run: "
             + ", ".join(
                 [
-                    *(f"{s} (all seeds)" if len(_expected_seeds(grid, s)) > 1 else s for s in missing),
+                    *(f"{s} (all seeds)" if len(expected_seeds(grid, s)) > 1 else s for s in missing),
                     *(
-                        f"{s} (seed {', '.join(str(n) for n in _expected_seeds(grid, s) if n not in found[s])})"
+                        f"{s} (seed {', '.join(str(n) for n in expected_seeds(grid, s) if n not in found[s])})"
                         for s in partial
                     ),
                 ]
@@ -730,7 +726,7 @@ def grid_section(
     summary = SUMMARY[grid["metric"]]
     tasks = [m for m in metrics if m != "avg"] if summary == "avg" else [summary]
     reference = grid["reference"]
-    curve = regrets(grid, found, summary)
+    curve = regrets(grid, found, summary, done, total)
     lines += ["### Scores (x 100, mean ± std over seeds)", "", *score_table(found, metrics), ""]
     if reference in found:
         lines += [
@@ -841,18 +837,9 @@ def _versions_text(cells: list[dict[str, str]]) -> str:
     return ", ".join(parts)
 
 
-def _expected_seeds(grid: dict[str, Any], strategy: str) -> list[int]:
-    """The seeds a strategy runs, as eval.grid.cells schedules them: one for the untrained model, all but the
-    first for a strategy chosen after seeing the first, every seed otherwise."""
-    seeds = list(grid["seeds"])
-    if (grid["strategies"][strategy] or {}).get("train", True) is False:
-        return seeds[:1]
-    return seeds[1:] if strategy in post_hoc(grid) else seeds
-
-
 def _expected_cells(grid: dict[str, Any]):
     for strategy in grid["strategies"]:
-        for seed in _expected_seeds(grid, strategy):
+        for seed in expected_seeds(grid, strategy):
             yield strategy, seed
 
 

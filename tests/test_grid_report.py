@@ -76,12 +76,18 @@ def test_the_untrained_cell_follows_the_shared_settings(tmp_path):
     assert command[command.index("--batch-size") + 1] == "16"
 
 
-def test_a_run_that_finished_before_its_cell_was_recorded_is_recorded_not_retrained(tmp_path, monkeypatch):
+def _cell_with_a_run_folder(tmp_path, monkeypatch, number: int):
+    """The tiny grid's cell ``number`` with an empty run folder, results and runs under tmp_path."""
     monkeypatch.setattr(grid_module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(grid_module, "RUNS", tmp_path / "runs")
     grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES))
-    cell = grid_module.cells(grid)[1]
+    cell = grid_module.cells(grid)[number]
     cell.run_dir.mkdir(parents=True)
+    return grid, cell
+
+
+def test_a_run_that_finished_before_its_cell_was_recorded_is_recorded_not_retrained(tmp_path, monkeypatch):
+    grid, cell = _cell_with_a_run_folder(tmp_path, monkeypatch, 1)
     # the recipe the run records: the one the cell's own command trains, every --set of it included (the seed too)
     command = grid_module._command(grid, cell)
     sets = [command[i + 1] for i, item in enumerate(command) if item == "--set"]
@@ -113,11 +119,7 @@ def test_a_run_that_finished_before_its_cell_was_recorded_is_recorded_not_retrai
 
 def test_a_finished_run_of_another_recipe_is_not_recorded_as_the_cell(tmp_path, monkeypatch):
     """A run folder left from before the grid's settings changed would otherwise become the cell's result."""
-    monkeypatch.setattr(grid_module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(grid_module, "RUNS", tmp_path / "runs")
-    grid = grid_module.load_grid(_grid_file(tmp_path, STRATEGIES))
-    cell = grid_module.cells(grid)[2]
-    cell.run_dir.mkdir(parents=True)
+    grid, cell = _cell_with_a_run_folder(tmp_path, monkeypatch, 2)
     recipe = grid_module._cell_recipe(grid, cell)
     recipe["training"]["max_steps"] = 3  # the grid said 3 steps when this run was made; it says 2 now
     finished = {"recipe": recipe, "wall_seconds": 42.0}

@@ -41,10 +41,10 @@ class IndividualTemperature(RobustTemperature):
     objective uses the temperature as a constant; only this update moves it. The encoder descends the same
     objective, ``tau_i log s_i``: on SogCLR it is the paper's iSogCLR; on InfoNCE or DCL the partition estimate
     ``s_i`` is the batch's own, and each row's loss ``log s_i`` is weighted by ``tau_i / tau_init`` (see
-    :meth:`~tempnlp.temperature.dro.RobustTemperature.observe`). A symmetric
-    objective gives each direction its own temperatures (the bimodal form), or, with ``share_directions=True``,
-    both directions one tau_i moved by the mean of their two gradients (the unimodal form, as LibAUC's
-    ``GCLoss_v1``). Outside training (no gradient) every row uses ``tau_init``.
+    :meth:`~tempnlp.temperature.dro.RobustTemperature.observe`). A symmetric objective gives each direction its
+    own temperatures (the bimodal form), or, with ``share_directions=True``, both directions one tau_i moved by
+    the mean of their two gradients (the unimodal form, as LibAUC's ``GCLoss_v1``). Outside training (no
+    gradient) every row uses ``tau_init``.
 
     A tau_i is read the next time its sample comes back: with one pass over the data it never acts.
 

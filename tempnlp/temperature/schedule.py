@@ -86,14 +86,13 @@ class ScheduledTemperature(TrainingPosition, TemperaturePolicy):
                 "SentenceTransformerTrainer call tempnlp.train.follow_progress(trainer) (track_loss_state does it "
                 "too); in your own loop call policy.set_progress(step, steps_per_epoch) before each step."
             )
-        steps_per_epoch = known[1] if known is not None else None
         if known is None:
             length = 1.0  # an evaluation before training: at step 0 every schedule length gives the start value
-        elif self.period_epochs is not None and not steps_per_epoch:
+        elif self.period_epochs is not None and not known[1]:
             raise ValueError(f"{type(self).__name__} counts in epochs but knows no epoch length: pass it to "
                              "set_progress(step, steps_per_epoch).")  # fmt: skip
         else:
-            length = self.length_in_steps(steps_per_epoch or 0)
+            length = self.length_in_steps(known[1] or 0)
         position = self.step.to(similarities.dtype)  # the device copy of the step: no host-to-device transfer
         return self.value_at(position, length).to(similarities.dtype)
 

@@ -71,23 +71,20 @@ def test_snli_triplets_without_a_mirror_come_from_the_hub(monkeypatch):
 
 
 def test_the_data_layer_does_not_import_evaluation(tmp_path):
-    """tempnlp.data sits below tempnlp.evaluation: importing it, reading a BEIR folder into training pairs and
-    fingerprinting a model for the hard-negative cache never load an evaluation module."""
+    """tempnlp.data sits below tempnlp.evaluation: importing it and reading a BEIR folder into training pairs never
+    load an evaluation module."""
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "a document"}) + "\n")
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
     code = f"""
 import sys
 from pathlib import Path
 import tempnlp.data, tempnlp.data.beir
-from tempnlp.data.sources import _model_fingerprint, beir_pairs
+from tempnlp.data.sources import beir_pairs
 pairs, documents = beir_pairs(Path({str(beir)!r}), "test")
 assert pairs["anchor"] == ["a query"] and documents == ["T a document"], (pairs[:], documents)
-assert _model_fingerprint({str(tmp_path / "model")!r}) is not None
 print(sorted(name for name in sys.modules if name.startswith("tempnlp.evaluation")))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -170,47 +167,58 @@ def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind
 
 
-def test_hard_negatives_of_a_hub_model_are_cached_by_its_snapshot_weights(
-    tiny_model, tiny_model_path, monkeypatch, tmp_path
-):
-    """A model loaded from the Hub has no folder of its own, but its Hugging Face cache snapshot has the weights."""
+def test_mined_hard_negatives_are_cached_by_what_decides_the_embeddings(tiny_model_path, monkeypatch, tmp_path):
+    """A cached mined set is reused only by a model that embeds the same way: the same weights under another pooling
+    or token length, or random sampling from another seed, mine again. The key is read from the loaded model, so a
+    Hub model (no folder of its own) is cached as a local one is."""
+    import random
     import shutil
 
-    from huggingface_hub import constants
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
     from test_evaluation import _beir_folder
 
-    from tempnlp.data.sources import _model_fingerprint, build_train_dataset, locate
-    from tempnlp.provenance import content_revision
+    from tempnlp.data.sources import build_train_dataset, locate
     from tempnlp.train.recipe import DataSpec, HardNegativeSpec
 
-    hub_cache = tmp_path / "hub"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = hub_cache / "models--tempnlp-test--tiny" / "snapshots" / commit
-    shutil.copytree(tiny_model_path, snapshot)
-    (hub_cache / "models--tempnlp-test--tiny" / "refs").mkdir()
-    (hub_cache / "models--tempnlp-test--tiny" / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setenv("TEMPNLP_CACHE", str(tmp_path / "cache"))
-    assert _model_fingerprint("tempnlp-test/tiny") == content_revision(snapshot)
-    assert _model_fingerprint("tempnlp-test/absent") is None and _model_fingerprint("not a hub id!") is None
-
     folder = _beir_folder(tmp_path / "beir", queries=20, documents=60)
     shutil.copy(folder / "qrels" / "test.tsv", folder / "qrels" / "train.tsv")
-    spec = DataSpec(
-        dataset=str(folder), format="beir", hard_negatives=HardNegativeSpec(range_min=0, relative_margin=None)
-    )
-    located = locate(spec.dataset, spec.format, spec.split)
 
-    def build(model_id: str) -> tuple[list[str], list[str]]:
+    def model(pooling: str = "mean", length: int = 32) -> SentenceTransformer:
+        transformer = Transformer(str(tiny_model_path), max_seq_length=length)
+        return SentenceTransformer(
+            modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)], device="cpu"
+        )
+
+    def build(encoder: SentenceTransformer, sampling: str = "top") -> tuple[bool, list[str]]:
+        spec = DataSpec(
+            dataset=str(folder),
+            format="beir",
+            hard_negatives=HardNegativeSpec(range_min=0, relative_margin=None, sampling_strategy=sampling),
+        )
         said: list[str] = []
-        dataset = build_train_dataset(spec, located, tiny_model, model_path=model_id, log=said.append)
-        return said, dataset["negative_1"]
+        dataset = build_train_dataset(spec, locate(spec.dataset, spec.format, spec.split), encoder, log=said.append)
+        cached = any("from the cache" in line for line in said)
+        assert cached != any("mining" in line for line in said), said
+        return cached, dataset["negative_1"]
 
-    first_log, first = build("tempnlp-test/tiny")
-    second_log, second = build("tempnlp-test/tiny")
-    assert any("mining" in line for line in first_log) and len(first) > 10
-    assert any("from the cache" in line for line in second_log) and second == first
-    assert len(list((tmp_path / "cache" / "mined").iterdir())) == 1
-    # a Hub id without a local snapshot mines again and caches nothing
-    third_log, _ = build("tempnlp-test/absent")
-    assert any("mining" in line for line in third_log) and len(list((tmp_path / "cache" / "mined").iterdir())) == 1
+    def entries() -> int:
+        return len(list((tmp_path / "cache" / "mined").iterdir()))
+
+    mined, first = build(model())
+    assert not mined and len(first) > 10 and entries() == 1
+    assert build(model()) == (True, first)  # a fresh load of the same model
+    assert build(model(length=16))[0] is False and entries() == 2
+    mined_cls = build(model(pooling="cls"))
+    assert mined_cls[0] is False and entries() == 3
+    shutil.rmtree(tmp_path / "cache")
+    assert build(model(pooling="cls")) == (False, mined_cls[1])  # what the cache held is what mining gives
+
+    random.seed(1)
+    assert build(model(), "random")[0] is False
+    random.seed(1)
+    assert build(model(), "random")[0] is True
+    random.seed(2)
+    assert build(model(), "random")[0] is False

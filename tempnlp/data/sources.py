@@ -203,13 +203,12 @@ def build_train_dataset(
     located: Located,
     model=None,
     *,
-    model_path: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Dataset:
     """The training columns of a :class:`~tempnlp.train.recipe.DataSpec`, in loss order.
 
     ``beir`` mines hard negatives with ``model`` (sentence-transformers' ``mine_hard_negatives``); the mined set
-    is cached under ``$TEMPNLP_CACHE`` (default ``~/.cache/tempnlp``) by data, settings and model weights.
+    is cached under ``$TEMPNLP_CACHE`` (default ``~/.cache/tempnlp``) by data, settings and the loaded model.
     """
     if spec.format == "nli-triplets":
         dataset = nli_triplets(_rows(located, spec.split), limit=spec.limit)
@@ -242,7 +241,7 @@ def build_train_dataset(
     elif spec.format == "beir":
         if model is None:
             raise ValueError("data.format 'beir' mines hard negatives and needs the model.")
-        dataset = _mined(spec, located, model, model_path, log)
+        dataset = _mined(spec, located, model, log)
     else:
         raise ValueError(f"Unknown data.format {spec.format!r}.")
     check_trainable(dataset, located, spec)
@@ -266,49 +265,53 @@ def check_trainable(dataset: Dataset, located: Located, spec) -> None:
         )
 
 
-def _model_fingerprint(model_path: str | Path | None) -> str | None:
-    """A hash of the model's weights: from its folder, or from the Hugging Face cache's snapshot of a Hub model
-    (loaded just before, so it is there); None when neither has weights (then nothing is cached)."""
-    from tempnlp.provenance import content_revision
+def _model_fingerprint(model) -> str:
+    """A hash of what decides the model's embeddings, read from the loaded model: its modules, token length,
+    prompts, tokenizer and every weight. The weights are hashed in memory rather than from the folder, so that
+    what a recipe adds on loading (a pooling over a bare checkpoint, SimCSE's seeded MLP) counts too."""
+    import torch
 
-    if model_path is None:
-        return None
-    folder = Path(model_path)
-    if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    digest = hashlib.sha256()
 
-        try:
-            folder = Path(snapshot_download(str(model_path), local_files_only=True))
-        except (HFValidationError, LocalEntryNotFoundError):  # not a Hub id, or not cached: mine, cache nothing
-            return None
-    try:
-        return content_revision(folder)
-    except FileNotFoundError:
-        return None
+    def add(text: str) -> None:
+        digest.update(text.encode())
+        digest.update(b"\0")
+
+    add(repr(model))  # module types and their configs: pooling mode, normalisation
+    add(json.dumps([model.max_seq_length, model.prompts, model.default_prompt_name], sort_keys=True))
+    tokenizer = model.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    add(backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            add(f"{name} {tensor.dtype} {tuple(tensor.shape)}")
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
-def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]) -> Dataset:
+def _mined(spec, located: Located, model, log: Callable[[str], None]) -> Dataset:
+    import random
+
     from sentence_transformers.util import mine_hard_negatives
 
     folder = beir_folder(located)
     pairs, documents = beir_pairs(folder, spec.split, spec.limit)
     settings = spec.hard_negatives.model_dump()
-    fingerprint = _model_fingerprint(model_path)
-    cache = None
-    if fingerprint is not None:
-        # The data enter the key by path, size and modification time of their files (hashing SciFact's corpus
-        # on every run would cost more than it saves), the model by the hash of its weights.
-        files = sorted(p for p in Path(folder).resolve().rglob("*") if p.is_file())
-        stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-        key = json.dumps(
-            {"data": stamps, "split": spec.split, "limit": spec.limit, "mining": settings, "model": fingerprint},
-            sort_keys=True,
-        )
-        cache = cache_root() / "mined" / hashlib.sha256(key.encode()).hexdigest()[:16]
-        if (cache / "dataset_info.json").is_file():
-            log(f"data: hard negatives from the cache {cache}")
-            return Dataset.load_from_disk(str(cache))
+    # The data enter the key by path, size and modification time of their files (hashing SciFact's corpus on every
+    # run would cost more than it saves), the model by what decides its embeddings, and random sampling by the
+    # state of the generator it draws from (seeded by the recipe).
+    files = sorted(p for p in Path(folder).resolve().rglob("*") if p.is_file())
+    stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    draws = repr(random.getstate()) if settings["sampling_strategy"] == "random" else None
+    key = json.dumps(
+        {"data": stamps, "split": spec.split, "limit": spec.limit, "mining": settings, "draws": draws},
+        sort_keys=True,
+    )
+    key += _model_fingerprint(model)
+    cache = cache_root() / "mined" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if (cache / "dataset_info.json").is_file():
+        log(f"data: hard negatives from the cache {cache}")
+        return Dataset.load_from_disk(str(cache))
     log(f"data: mining {settings['num_negatives']} hard negative(s) for {len(pairs)} pairs with the base model")
     mined = mine_hard_negatives(
         pairs,
@@ -331,7 +334,6 @@ def _mined(spec, located: Located, model, model_path, log: Callable[[str], None]
             "relative_margin or range_min)."
         )
     log(f"data: {len(mined)} of {len(pairs)} pairs kept a full set of hard negatives")
-    if cache is not None:
-        with folder_written_aside(cache) as temporary:  # a half-written cache is never read
-            mined.save_to_disk(str(temporary))
+    with folder_written_aside(cache) as temporary:  # a half-written cache is never read
+        mined.save_to_disk(str(temporary))
     return mined

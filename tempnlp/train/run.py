@@ -476,7 +476,7 @@ def _run_recipe(
             dataset = read[name]
         else:
             with args.main_process_first(desc="training data"):  # rank 0 mines (and caches) first, the others follow
-                dataset = build_train_dataset(task.data, data[name], model, model_path=path, log=say)
+                dataset = build_train_dataset(task.data, data[name], model, log=say)
         say(f"data{label}: {len(dataset)} examples, columns {', '.join(dataset.column_names)}")
         losses[name] = build_loss(task, model, len(dataset))
         if getattr(losses[name], "needs_dataset_indices", False):

@@ -130,8 +130,9 @@ def _command(grid: dict[str, Any], cell: Cell) -> list[str]:
 
         spec = recipe.evaluation.retrieval
         folder = beir_folder(locate(spec.dataset, "beir", spec.split))
-        return [*base, "eval", "retrieval", recipe.model.name, "--data", str(folder), "--split", spec.split,
-                "--output-dir", str(cell.run_dir), "--batch-size", str(spec.batch_size)]  # fmt: skip
+        command = [*base, "eval", "retrieval", recipe.model.name, "--data", str(folder), "--split", spec.split,
+                   "--output-dir", str(cell.run_dir), "--batch-size", str(spec.batch_size)]  # fmt: skip
+        return [*command, "--ignore-identical-ids"] if spec.ignore_identical_ids else command
     sts = recipe.evaluation.sts
     command = [*base, "eval", "sts", recipe.model.name, "--output-dir", str(cell.run_dir)]
     command += ["--protocol", sts.protocol, "--batch-size", str(sts.batch_size)]

@@ -101,6 +101,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         model_name=args.model,
         split=args.split,
         batch_size=args.batch_size,
+        ignore_identical_ids=args.ignore_identical_ids,
         output_dir=args.output_dir,
     )
     for metric, value in scores.items():
@@ -175,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--split", default="test")
     retrieval.add_argument("--output-dir")
     retrieval.add_argument("--batch-size", type=int, default=64)
+    retrieval.add_argument(
+        "--ignore-identical-ids",
+        action="store_true",
+        help="leave a query's own id out of its ranking, as mteb does for ArguAna, Quora and FiQA",
+    )
     retrieval.set_defaults(handler=_eval_retrieval)
 
     diagnostics = evaluation.add_parser("diagnostics", help="alignment, uniformity, similarity and tau plots")

@@ -265,14 +265,39 @@ def _beir_folder(root, queries: int = 12, documents: int = 40, seed: int = 0):
     return root
 
 
-def test_retrieval_metrics_equal_mtebs_on_the_same_folder(static_model, tmp_path, monkeypatch):
+def _hard_beir_folder(root):
+    """:func:`_beir_folder` plus what separates mteb's retrieval metrics from sentence-transformers' own: graded
+    relevance, a query whose only judgment is 0, two identical documents (an exact tie, at the top for q2, whose
+    text is theirs) and a document carrying query q1's id and text."""
+    folder = _beir_folder(root)
+    with gzip.open(folder / "corpus.jsonl.gz", "rt") as handle:
+        corpus = [json.loads(line) for line in handle]
+    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    corpus.append({"_id": "d40", "title": corpus[3]["title"], "text": corpus[3]["text"]})
+    corpus.append({"_id": "q1", "title": "", "text": queries[1]["text"]})
+    queries[2]["text"] = f"{corpus[3]['title']} {corpus[3]['text']}".strip()
+    _write_jsonl_gz(folder / "corpus.jsonl.gz", corpus)
+    (folder / "queries.jsonl").write_text("".join(json.dumps(query) + "\n" for query in queries))
+    with (folder / "qrels" / "test.tsv").open("a") as handle:
+        handle.write("q0\td3\t2\nq0\td40\t1\nq2\td3\t1\nq10\td5\t0\n")
+    return folder
+
+
+@pytest.mark.parametrize(("task_name", "folder_name"), [("SciFact", "scifact"), ("ArguAna", "arguana")])
+def test_retrieval_metrics_equal_mtebs_on_the_same_folder(static_model, tmp_path, task_name, folder_name):
+    """SciFact keeps a query's own id among its documents, ArguAna (mteb's ignore_identical_ids) leaves it out."""
     import mteb
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     from tempnlp.evaluation.mteb_runner import inject_mirror_data
 
-    folder = _beir_folder(tmp_path / "mirror" / "datasets" / "mteb" / "scifact")
-    ours = evaluate_retrieval(static_model, folder, model_name="tiny", output_dir=tmp_path / "out")
-    task = mteb.get_task("SciFact")  # mteb's own retrieval task class, fed the same folder
+    folder = _hard_beir_folder(tmp_path / "mirror" / "datasets" / "mteb" / folder_name)
+    task = mteb.get_task(task_name)  # mteb's own retrieval task class, fed the same folder
+    ignore = task.ignore_identical_ids
+    assert ignore == (task_name == "ArguAna")
+    ours = evaluate_retrieval(
+        static_model, folder, model_name="tiny", ignore_identical_ids=ignore, output_dir=tmp_path / "out"
+    )
     inject_mirror_data(task, tmp_path / "mirror")
     result = mteb.evaluate(
         static_model, [task], cache=None, co2_tracker=False, show_progress_bar=False, encode_kwargs={"batch_size": 64}
@@ -282,7 +307,20 @@ def test_retrieval_metrics_equal_mtebs_on_the_same_folder(static_model, tmp_path
     assert ours["mrr@10"] == pytest.approx(100 * theirs["mrr_at_10"], abs=1e-3)
     assert ours["recall@100"] == pytest.approx(100 * theirs["recall_at_100"], abs=1e-3)
     written = json.loads((tmp_path / "out" / "retrieval.json").read_text())
-    assert written["queries"] == 10 and written["documents"] == 40
+    assert written["queries"] == 11 and written["documents"] == 42 and written["ignore_identical_ids"] == ignore
+
+    # the folder tells the two definitions apart: sentence-transformers' evaluator scores it differently
+    corpus, queries, qrels = load_beir(folder)
+    relevant = {query: {doc for doc, grade in docs.items() if grade > 0} for query, docs in qrels.items()}
+    plain = InformationRetrievalEvaluator(
+        queries=queries,
+        corpus={doc: f"{text['title']} {text['text']}".strip() for doc, text in corpus.items()},
+        relevant_docs=relevant,
+        precision_recall_at_k=[100],
+        write_csv=False,
+    )(static_model)
+    assert abs(100 * plain["cosine_ndcg@10"] - ours["ndcg@10"]) > 0.1
+    assert abs(100 * plain["cosine_mrr@10"] - ours["mrr@10"]) > 0.1
 
 
 def test_beir_errors_name_the_problem(tmp_path):

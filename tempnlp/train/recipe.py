@@ -172,6 +172,9 @@ class RetrievalSpec(_Section):
     dataset: str
     split: str = "test"
     batch_size: int = 64
+    #: leave a query's own id out of its ranking: mteb does for tasks whose queries are also documents (ArguAna,
+    #: Quora, FiQA and others; see the task's ``ignore_identical_ids``)
+    ignore_identical_ids: bool = False
 
 
 class EvaluationSpec(_Section):

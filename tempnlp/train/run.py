@@ -255,7 +255,14 @@ def _scores(
         log(f"{name}: STS average {result.avg:.2f} ({result.seconds:.0f} s)")
     if retrieval is not None:
         spec = recipe.evaluation.retrieval
-        values = evaluate_retrieval(model, retrieval, model_name=name, split=spec.split, batch_size=spec.batch_size)
+        values = evaluate_retrieval(
+            model,
+            retrieval,
+            model_name=name,
+            split=spec.split,
+            batch_size=spec.batch_size,
+            ignore_identical_ids=spec.ignore_identical_ids,
+        )
         scores["retrieval"] = {"split": spec.split, "scores": values}
         log(f"{name}: nDCG@10 {values['ndcg@10']:.2f}")
     return scores

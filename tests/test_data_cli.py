@@ -168,9 +168,9 @@ def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
 
 
 def test_mined_hard_negatives_are_cached_by_what_decides_the_embeddings(tiny_model_path, monkeypatch, tmp_path):
-    """A cached mined set is reused only by a model that embeds the same way: the same weights under another pooling
-    or token length, or random sampling from another seed, mine again. The key is read from the loaded model, so a
-    Hub model (no folder of its own) is cached as a local one is."""
+    """A cached mined set is reused only by a model that ranks the same way: the same weights under another pooling,
+    token length or similarity, or random sampling from another seed, mine again. The key is read from the loaded
+    model, so a Hub model (no folder of its own) is cached as a local one is."""
     import random
     import shutil
 
@@ -211,8 +211,11 @@ def test_mined_hard_negatives_are_cached_by_what_decides_the_embeddings(tiny_mod
     assert not mined and len(first) > 10 and entries() == 1
     assert build(model()) == (True, first)  # a fresh load of the same model
     assert build(model(length=16))[0] is False and entries() == 2
+    dot = model()
+    dot.similarity_fn_name = "dot"  # mining ranks by the model's similarity
+    assert build(dot)[0] is False and entries() == 3
     mined_cls = build(model(pooling="cls"))
-    assert mined_cls[0] is False and entries() == 3
+    assert mined_cls[0] is False and entries() == 4
     shutil.rmtree(tmp_path / "cache")
     assert build(model(pooling="cls")) == (False, mined_cls[1])  # what the cache held is what mining gives
 

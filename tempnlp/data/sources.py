@@ -266,9 +266,11 @@ def check_trainable(dataset: Dataset, located: Located, spec) -> None:
 
 
 def _model_fingerprint(model) -> str:
-    """A hash of what decides the model's embeddings, read from the loaded model: its modules, token length,
-    prompts, tokenizer and every weight. The weights are hashed in memory rather than from the folder, so that
-    what a recipe adds on loading (a pooling over a bare checkpoint, SimCSE's seeded MLP) counts too."""
+    """A hash of what decides the model's rankings, read from the loaded model: its modules, token length, prompts,
+    similarity function, tokenizer and every weight, and the sentence-transformers version that mines with it. The
+    weights are hashed in memory rather than from the folder, so that what a recipe adds on loading (a pooling over
+    a bare checkpoint, SimCSE's seeded MLP) counts too."""
+    import sentence_transformers
     import torch
 
     digest = hashlib.sha256()
@@ -278,7 +280,8 @@ def _model_fingerprint(model) -> str:
         digest.update(b"\0")
 
     add(repr(model))  # module types and their configs: pooling mode, normalisation
-    add(json.dumps([model.max_seq_length, model.prompts, model.default_prompt_name], sort_keys=True))
+    settings = [model.max_seq_length, model.prompts, model.default_prompt_name, model.similarity_fn_name]
+    add(json.dumps([*settings, sentence_transformers.__version__], sort_keys=True))
     tokenizer = model.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
     add(backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())))

@@ -223,16 +223,19 @@ class RefObjective:
                     row = torch.log(sum(torch.exp(s[j] / t[j]) for j in members)) - weights[i] * s[i] / t[i]
                     estimate = None
                 else:
+                    # margins of the scaled logits, in units of the positive's tau: h_ij / tau_i for one tau a row
+                    t_i = float(t[i])
+                    margin = {j: s[j] / float(t[j]) - s[i] / t_i for j in members}
                     k = indices[i]
-                    g = float(sum(torch.exp(h[j] / t[j]) for j in members).detach()) / count
+                    g = float(sum(torch.exp(margin[j]) for j in members).detach()) / count
                     if training:
                         previous = self.s[direction].get(k)
                         estimate = g if previous is None else (1 - self.gamma) * previous + self.gamma * g
                         self.s[direction][k] = estimate
                     else:
                         estimate = g
-                    p = {j: sg(torch.exp(h[j] / t[j]) / estimate, stop) for j in members}
-                    row = sum(p[j] * h[j] for j in members) / count
+                    p = {j: sg(torch.exp(margin[j]) / estimate, stop) for j in members}
+                    row = t_i * sum(p[j] * margin[j] for j in members) / count
                     if isinstance(self.policy, RefLearnable):  # d/dtau of tau * log s at a fixed estimate
                         tau = t[i]
                         weighted = float(sum(p[j] * h[j] for j in members).detach()) / count

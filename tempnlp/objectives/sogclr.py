@@ -10,6 +10,9 @@ its negatives, which makes the gradient estimator consistent with small batches 
     l_i  = (1/n_i) sum_j p_ij h_ij                           (gradient through h_ij only)
 
 which is the gradient of ``tau * log s`` with the moving average standing in for the batch's partition function.
+With one temperature per entry (DySTreSS), ``h_ij / tau_ij`` becomes ``s_ij / tau_ij - s_ii / tau_ii`` (the margin of
+the scaled logits, as in InfoNCE and DCL at those temperatures) and ``h_ij`` that margin times ``tau_ii``, which is
+the formula above when the row has one temperature.
 The temperature comes from any policy. A temperature with a gradient of its own (a learnable tau, one value or
 one per row) receives that of ``tau_i * log s[k]``, ``log s[k] - (1/n_i) sum_j p_ij h_ij / tau_i``, through a
 term whose value is zero. Everything is computed in log space (``log s`` is stored), in at least float32.
@@ -152,15 +155,27 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
         return self._num_samples
 
     def row_losses(self, direction: Direction, tau: Tensor, batch: CandidateBatch) -> tuple[Tensor, RowStatistics]:
+        if tau.requires_grad and tau.dim() == 2:
+            raise ValueError(
+                "SogCLR takes a learned temperature of one value or one per row, not one per entry: the "
+                "gradient of tau * log s is defined per row."
+            )
         similarities = direction.similarities
         rows = torch.arange(direction.batch_size, device=similarities.device)
-        h = similarities - similarities[rows, rows].unsqueeze(1)  # h_ij; gradients flow through it
+        if tau.dim() == 2:
+            # one tau per entry: margins between scaled logits, in units of the positive's tau (see the module)
+            logits = similarities / tau.detach()
+            positive_tau = tau.detach()[rows, rows].unsqueeze(1)
+            h = (logits - logits[rows, rows].unsqueeze(1)) * positive_tau
+            tau_rows = positive_tau
+        else:
+            h = similarities - similarities[rows, rows].unsqueeze(1)  # h_ij; gradients flow through it
+            tau_rows = tau.unsqueeze(1) if tau.dim() == 1 else tau
         in_partition = direction.partition_mask(positive_in_partition=False)
         count = direction.partition_size(positive_in_partition=False)
-        tau_entries = tau.unsqueeze(1) if tau.dim() == 1 else tau
         indices = batch.indices
         with torch.no_grad():
-            scaled = (h.detach() / tau_entries.detach()).masked_fill(~in_partition, float("-inf"))
+            scaled = (h.detach() / tau_rows.detach()).masked_fill(~in_partition, float("-inf"))
             log_g = torch.logsumexp(scaled, dim=1) - math.log(count)  # log of (1/n_i) sum_j exp(h_ij / tau)
             # evaluation (no indices) is stateless
             log_s = log_g if indices is None else self._moving_average(direction.index, indices, log_g)
@@ -168,11 +183,6 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
         losses = (weights * h).sum(dim=1) / count
         statistics = self.statistics(direction, tau, batch, in_partition=in_partition, log_partition=log_s)
         if tau.requires_grad:
-            if tau.dim() == 2:
-                raise ValueError(
-                    "SogCLR takes a learned temperature of one value or one per row, not one per entry: the "
-                    "gradient of tau * log s is defined per row."
-                )
             # d(tau log s)/d tau = log s - (1/n) sum_j p_ij h_ij / tau: the robust gradient without the KL radius
             with torch.no_grad():
                 tau_gradient = statistics.robust_gradient(0.0)

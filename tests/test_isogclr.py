@@ -262,6 +262,39 @@ def test_a_short_trailing_batch_trains_without_updating_tau():
     ISogCLR(10, learn_temperature=False)(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 1]))  # SogCLR: no rho
 
 
+@pytest.mark.parametrize("policy", ["individual", "global-dro", "tempnet"])
+def test_a_run_resumed_just_before_the_short_trailing_batch_takes_it_as_the_uninterrupted_run(policy):
+    """The largest batch seen travels with the loss state: without it, the restored run would take its first
+    batch, the epoch's short remainder, for a misconfigured rho and stop."""
+    from tempnlp.objectives import SogCLR
+    from tempnlp.temperature import GlobalDROTemperature, IndividualTemperature, TempNetTemperature
+
+    def objective() -> SogCLR:
+        torch.manual_seed(0)
+        made = {
+            "individual": lambda: IndividualTemperature(10, rho=0.3),
+            "global-dro": lambda: GlobalDROTemperature(rho=0.3),
+            "tempnet": lambda: TempNetTemperature(6, rho=0.3),
+        }[policy]()
+        return SogCLR(10, made)
+
+    torch.manual_seed(1)
+    batches = [(torch.randn(4, 6), torch.randn(4, 6), torch.arange(4 * k, 4 * k + 4)) for k in range(2)]
+    short = (torch.randn(2, 6), torch.randn(2, 6), torch.tensor([8, 9]))  # log(1) <= rho: no tau step
+    uninterrupted = objective()
+    for batch in batches:
+        uninterrupted(*batch)
+    saved = {key: value.clone() for key, value in uninterrupted.state_dict().items()}
+    uninterrupted(*short)
+    resumed = objective()
+    resumed.load_state_dict(saved)
+    resumed(*short)
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="must be below log"):
+        objective()(*short)  # a first batch that small is a misconfiguration
+
+
 def test_tempnet_records_the_tau_it_predicts_for_a_short_trailing_batch():
     from tempnlp.objectives.isogclr import TempNet
 

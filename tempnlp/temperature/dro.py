@@ -35,7 +35,10 @@ class RobustTemperature(TemperaturePolicy):
             )
         self.rho = positive_float("rho", rho, hint="The authors use 0.3-0.4 for unimodal data.")
         self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
-        self._largest_batch = 0  # host-side, to tell a trailing short batch from a misconfigured rho
+        # The largest batch seen, to tell a trailing short batch from a misconfigured rho: read on the host, kept in
+        # a buffer too so that a resumed run (which may start on the short batch) knows it.
+        self._largest_batch = 0
+        self.register_buffer("largest_batch", torch.zeros((), dtype=torch.long))
         self._directions = 1
         self._pending: Tensor | None = None  # the first direction's gradient, waiting for the second
 
@@ -109,8 +112,20 @@ class RobustTemperature(TemperaturePolicy):
                 self.check_partition_size(statistics.candidates, what)
             steps = False  # the epoch's remainder: train on it, leave its temperatures as they are
             self._pending = None
-        self._largest_batch = max(self._largest_batch, batch)
+        if batch > self._largest_batch:
+            self._largest_batch = batch
+            self.largest_batch.fill_(batch)  # a device write, no read
         return steps
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if prefix + "largest_batch" in missing_keys:  # a loss state written before it was kept: resumes as then
+            missing_keys.remove(prefix + "largest_batch")
+        self._largest_batch = int(self.largest_batch)  # one read, on restore
 
     def clipped_gradient(self, statistics: RowStatistics) -> Tensor:
         with torch.no_grad():

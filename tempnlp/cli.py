@@ -66,21 +66,48 @@ def _eval_sts(args: argparse.Namespace) -> int:
 def _eval_mteb(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tempnlp.evaluation.mteb_runner import build_model_meta, get_tasks, run_mteb, training_losses
+    from tempnlp.data.hub import resolve_model
+    from tempnlp.evaluation.mteb_runner import (
+        build_model_meta,
+        get_tasks,
+        local_model_name,
+        registry_revision,
+        run_mteb,
+        training_losses,
+    )
     from tempnlp.models import load_model
 
     tasks = get_tasks(_split(args.tasks), args.benchmark)
     local = Path(args.model).expanduser()
-    model = load_model(args.model)
-    name = args.model_name or (args.model if not local.exists() else f"local/{local.resolve().name}")
+    model_path = local if local.exists() else None
+    name = args.model_name or (args.model if model_path is None else local_model_name(local))
+    source = resolve_model(args.model)
+    load_revision, described_from = None, model_path
+    if model_path is None and source != args.model:  # a Hub id read from the mirror's copy
+        known = registry_revision(name)
+        if known is None:  # not in mteb's registry: described from the copy, as a local folder is
+            described_from = Path(source)
+        elif args.revision not in (None, known):
+            raise ValueError(
+                f"--revision {args.revision}: the mirror holds one copy of {args.model} and records no revision, so "
+                "it cannot load another one. Unset TEMPNLP_MIRROR to load that revision from the Hub."
+            )
+        weights = f"the mirror's copy ({source})" + (f", taken to be mteb's registry revision {known}" if known else "")
+    elif model_path is None:
+        load_revision = args.revision or registry_revision(name)
+        weights = f"the Hugging Face Hub, revision {load_revision or 'main'}"
+    else:
+        weights = f"the local folder {local.resolve()}"
+    model = load_model(args.model, revision=load_revision)
     meta = build_model_meta(
         model,
         name=name,
-        model_path=local if local.exists() else None,
+        model_path=described_from,
         revision=args.revision,
         training_datasets=_split(args.training_datasets),
+        adapted_from=args.adapted_from,
     )
-    run_info = {"training_losses": training_losses(local if local.exists() else None)}
+    run_info = {"weights": weights, "training_losses": training_losses(model_path)}
     scores = run_mteb(model, meta, tasks, output_dir=args.output_dir, batch_size=args.batch_size, run_info=run_info)
     for task, score in scores.items():
         print(f"{task:<24} {score:7.2f}")
@@ -164,9 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--tasks", help="comma-separated MTEB task names")
     which.add_argument("--benchmark", help="an MTEB benchmark name")
     run.add_argument("--output-dir", required=True)
-    run.add_argument("--model-name", help="organisation/name for the results (default: the Hub id)")
-    run.add_argument("--revision", help="model revision (default: mteb's for known models, else a weights hash)")
-    run.add_argument("--training-datasets", help="comma-separated MTEB names of the datasets trained on")
+    run.add_argument(
+        "--model-name", help="organisation/name for the results (default: the Hub id; a local folder: local/<name>)"
+    )
+    run.add_argument(
+        "--revision", help="model revision (default: mteb's for known models, a local folder's content hash)"
+    )
+    run.add_argument(
+        "--training-datasets",
+        help="comma-separated MTEB names of the datasets trained on (a tempnlp model adds its recipe's own)",
+    )
+    run.add_argument("--adapted-from", help="Hub id of the base model (a tempnlp model: its recipe's model)")
     run.add_argument("--batch-size", type=int, default=32)
     run.set_defaults(handler=_eval_mteb)
 

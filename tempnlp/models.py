@@ -9,11 +9,18 @@ from sentence_transformers import SentenceTransformer
 from tempnlp.data.hub import mirror_root, resolve_model
 
 
-def load_model(name_or_path: str, *, device: str | None = None, trust_remote_code: bool = False) -> SentenceTransformer:
-    """A SentenceTransformer from a local folder, the mirror (``TEMPNLP_MIRROR``) or the Hub, else a clear error."""
+def load_model(
+    name_or_path: str,
+    *,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> SentenceTransformer:
+    """A SentenceTransformer from a local folder, the mirror (``TEMPNLP_MIRROR``) or the Hub, else a clear error.
+    ``revision`` is the Hub commit to load, for a model read from the Hub."""
     resolved = resolve_model(name_or_path)
     try:
-        return SentenceTransformer(resolved, device=device, trust_remote_code=trust_remote_code)
+        return SentenceTransformer(resolved, device=device, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as error:
         raise model_not_found(name_or_path, error) from error
 

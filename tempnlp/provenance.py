@@ -1,7 +1,7 @@
-"""What a result was produced with: package versions, the machine, and a revision for a local model's weights.
+"""What a result was produced with: package versions, the machine, and a revision for a local model.
 
-Training (``results.json``), the grid runner and the benchmarks under ``eval/`` record these, and the data layer
-keys its hard-negative cache by :func:`content_revision`.
+Training (``results.json``), the grid runner and the benchmarks under ``eval/`` record these; ``tempnlp eval mteb``
+files a local model's results under :func:`content_revision`.
 """
 
 from __future__ import annotations
@@ -43,12 +43,20 @@ def machine_description() -> str:
 
 
 def content_revision(model_path: Path) -> str:
-    """A revision for a local model without one: the first 12 hex digits of the SHA-256 of its weights."""
-    digest = hashlib.sha256()
+    """A revision for a local model without one: the first 12 hex digits of a SHA-256 over its files (weights,
+    module configs, tokenizer), each with its path, so that another pooling or token length in the same folder is
+    another revision. The model card (README.md) and tempnlp's own records are left out: they describe the model."""
+    model_path = Path(model_path)
     weights = sorted(model_path.rglob("*.safetensors")) or sorted(model_path.rglob("*.bin"))
     if not weights:
         raise FileNotFoundError(f"No weights (*.safetensors or *.bin) under {model_path} to derive a revision from.")
-    for path in weights:
+    described = {"README.md", "tempnlp_recipe.yaml"}
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_path.rglob("*") if p.is_file()):
+        relative = path.relative_to(model_path)
+        if relative.as_posix() in described or any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

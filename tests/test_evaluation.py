@@ -416,7 +416,69 @@ def test_mteb_cli_on_a_fine_tuned_local_model(tiny_model, fake_mirror, tmp_path,
     assert result["task_name"] == "STS12" and -1 <= result["scores"]["test"][0]["main_score"] <= 1
     meta = json.loads((folder / "model_meta.json").read_text())
     assert meta["name"] == "me/tiny-minilm" and meta["embed_dim"] == 32 and meta["n_parameters"] > 10_000
-    assert meta["training_datasets"] == ["SNLI"]
-    run = json.loads((output / "tempnlp_mteb_run.json").read_text())
+    assert meta["training_datasets"] == ["SNLI"] and meta["adapted_from"] is None
+    run = json.loads((output / "tempnlp_runs" / "me__tiny-minilm" / f"{folder.name}.json").read_text())
     (loss,) = run["training_losses"]
     assert loss["loss"].endswith("InfoNCELoss") and loss["parameters"]["temperature"].startswith("MACLTemperature(")
+    assert run["results_folder"] == str(folder) and run["weights"].startswith("the local folder")
+
+
+def test_mteb_metadata_of_a_tempnlp_model_comes_from_its_recipe(tiny_model, tmp_path):
+    """A model folder ``tempnlp train`` wrote names its base (adapted_from, whose licence and training data it
+    inherits) and the MTEB tasks whose data it trained on; a folder without one has unknown training data (None),
+    not none (which mteb would count as zero-shot on everything)."""
+    from tempnlp.evaluation.mteb_runner import build_model_meta, local_model_name
+
+    base = "sentence-transformers/all-MiniLM-L6-v2"
+    folder = tmp_path / "scifact-run" / "model"
+    tiny_model.save_pretrained(str(folder))
+    (folder / "tempnlp_recipe.yaml").write_text(
+        f"model: {{name: {base}}}\ndata: {{dataset: mteb/scifact, format: beir}}\n"
+    )
+    assert local_model_name(folder) == "local/scifact-run"
+    meta = build_model_meta(tiny_model, name="me/scifact-minilm", model_path=folder, training_datasets=["MSMARCO"])
+    assert meta.adapted_from == base and meta.training_datasets == {"SciFact", "MSMARCO"}
+    assert meta.license == "apache-2.0"  # all-MiniLM-L6-v2's, in mteb's registry
+    assert meta.zero_shot_percentage(["SciFact", "STS12"]) == 50
+    assert "NQ" in meta.get_training_datasets()  # the base model's own, through adapted_from
+
+    (folder / "tempnlp_recipe.yaml").unlink()
+    plain = build_model_meta(tiny_model, name="me/plain", model_path=folder)
+    assert (
+        plain.training_datasets is None and plain.adapted_from is None and plain.zero_shot_percentage(["STS12"]) is None
+    )
+    with pytest.raises(ValueError, match=r"mteb's entry for the published model.*name of its own"):
+        build_model_meta(tiny_model, name=base, model_path=folder)
+    with pytest.raises(ValueError, match=r"--adapted-from takes the base model's Hub id"):
+        build_model_meta(tiny_model, name="me/plain", model_path=folder, adapted_from=str(folder))
+
+
+def test_a_local_revision_changes_with_the_modules_not_with_the_card(tiny_model, tmp_path):
+    """mteb reuses results filed under the same revision: a folder whose pooling changed is another model."""
+    from tempnlp.provenance import content_revision
+
+    tiny_model.save_pretrained(str(tmp_path / "model"))
+    revision = content_revision(tmp_path / "model")
+    (tmp_path / "model" / "README.md").write_text("another card")
+    assert content_revision(tmp_path / "model") == revision
+    pooling = next((tmp_path / "model").glob("*Pooling/config.json"))
+    config = json.loads(pooling.read_text())
+    config["pooling_mode_cls_token"], config["pooling_mode_mean_tokens"] = True, False
+    pooling.write_text(json.dumps(config))
+    assert content_revision(tmp_path / "model") != revision
+
+
+def test_mteb_cli_on_a_hub_id_from_the_mirror_keeps_the_registry_revision(tiny_model, fake_mirror, tmp_path, capsys):
+    """The mirror's copy records no revision: it is filed under mteb's entry, and another --revision is refused
+    (it could not be loaded from there) before anything is evaluated."""
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    tiny_model.save_pretrained(str(fake_mirror / "models" / name))  # a stand-in for the copy
+    output = tmp_path / "mteb"
+    assert main(["eval", "mteb", name, "--tasks", "STS12", "--output-dir", str(output), "--revision", "abc"]) == 2
+    assert "cannot load another one. Unset TEMPNLP_MIRROR" in capsys.readouterr().err and not output.exists()
+    assert main(["eval", "mteb", name, "--tasks", "STS12", "--output-dir", str(output)]) == 0
+    revision = "8b3219a92973c328a8e22fadcfa821b5dc75636a"
+    run = json.loads(
+        (output / "tempnlp_runs" / "sentence-transformers__all-MiniLM-L6-v2" / f"{revision}.json").read_text()
+    )
+    assert run["weights"].startswith("the mirror's copy") and revision in run["weights"]

@@ -139,4 +139,5 @@ def test_mteb_results_are_in_the_result_cache_layout(sts_both_ways):
         assert result["task_name"] == task and "test" in result["scores"]
     model_meta = json.loads((folder / "model_meta.json").read_text())
     assert model_meta["name"] == MINILM and model_meta["n_parameters"] > 20_000_000
-    assert json.loads((output / "tempnlp_mteb_run.json").read_text())["data"].startswith("mirror")
+    run = output / "tempnlp_runs" / "sentence-transformers__all-MiniLM-L6-v2" / f"{meta.revision}.json"
+    assert json.loads(run.read_text())["data"].startswith("mirror")

@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import yaml
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer
 
@@ -115,6 +116,59 @@ def training_losses(model_path: Path | None) -> list[dict[str, Any]]:
     return losses
 
 
+def registry_revision(name: str) -> str | None:
+    """The revision mteb's registry gives the model ``name``, or None for a model it does not know."""
+    import mteb
+
+    try:
+        return mteb.get_model_meta(name, fetch_from_hf=False).revision
+    except (KeyError, ValueError):
+        return None
+
+
+def local_model_name(folder: Path) -> str:
+    """``local/<folder name>``; for the ``model`` folder a ``tempnlp train`` run writes, the run's folder name (every
+    such model would otherwise be ``local/model``)."""
+    folder = folder.resolve()
+    if folder.name == "model" and (folder / "tempnlp_recipe.yaml").is_file():
+        return f"local/{folder.parent.name}"
+    return f"local/{folder.name}"
+
+
+def _saved_recipe(model_path: Path) -> dict[str, Any] | None:
+    """The recipe a ``tempnlp train`` run saved into the model folder it wrote (``tempnlp_recipe.yaml``)."""
+    path = model_path / "tempnlp_recipe.yaml"
+    if not path.is_file():
+        return None
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return recipe if isinstance(recipe, dict) else None
+
+
+def _hub_id(name: Any) -> str | None:
+    """``name`` when it reads as a Hub id (``org/name``, not a path on this machine), else None."""
+    if not isinstance(name, str) or name.count("/") != 1 or name.startswith((".", "~")) or Path(name).exists():
+        return None
+    return name
+
+
+def recipe_training_datasets(recipe: dict[str, Any]) -> set[str]:
+    """The MTEB tasks whose data a recipe trained on: those whose Hub dataset is one of the recipe's training
+    datasets (``mteb/scifact`` is SciFact's). Data no MTEB task evaluates (SNLI, Wikipedia) names no task."""
+    import mteb
+
+    sections = [recipe] + [task for task in (recipe.get("datasets") or {}).values() if isinstance(task, dict)]
+    trained = {
+        section["data"]["dataset"]
+        for section in sections
+        if isinstance(section.get("data"), dict) and isinstance(section["data"].get("dataset"), str)
+    }
+    return {
+        task.metadata.name
+        for task in mteb.get_tasks(exclude_superseded=False)
+        if (task.metadata.dataset or {}).get("path") in trained
+    }
+
+
 def build_model_meta(
     model: SentenceTransformer,
     *,
@@ -124,42 +178,71 @@ def build_model_meta(
     training_datasets: Sequence[str] | None = None,
     adapted_from: str | None = None,
 ):
-    """The ModelMeta mteb writes beside the results: mteb's own entry for a known model, ours otherwise."""
+    """The ModelMeta mteb files the results under.
+
+    A Hub id keeps mteb's registry entry when it has one (at its revision). A local folder never does: it is
+    described from the model itself, revision :func:`~tempnlp.provenance.content_revision` unless given. For a
+    folder ``tempnlp train`` wrote, the base model (``adapted_from``) and the MTEB tasks trained on come from its
+    saved recipe; ``training_datasets`` adds to them. Otherwise the training data is unknown (None, which mteb
+    reads as unknown rather than zero-shot) unless given.
+    """
     import mteb
     from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 
     if "/" not in name:
         raise ValueError(f"MTEB model names look like 'organisation/model', got {name!r}: pass --model-name.")
-    try:
-        known = mteb.get_model_meta(name)
-    except (KeyError, ValueError):
-        known = None
-    if known is not None and known.revision is not None and revision in (None, known.revision) and not adapted_from:
-        return known
-    if revision is None:
-        if model_path is None:
+
+    def registry(model_name: str | None):
+        try:
+            return mteb.get_model_meta(model_name, fetch_from_hf=False) if model_name else None
+        except (KeyError, ValueError):
+            return None
+
+    known = registry(name)
+    if model_path is None:
+        if known is not None and known.revision is not None and revision in (None, known.revision):
+            return known
+        if revision is None:
             raise ValueError(f"{name} is not in mteb's registry: pass --revision (its Hub commit).")
-        revision = content_revision(model_path)
-    transformer = model[0]
+        trained = set(training_datasets) if training_datasets is not None else None
+    else:
+        if known is not None:
+            raise ValueError(
+                f"--model-name {name} is mteb's entry for the published model, but {model_path} is a local folder, "
+                f"whose results would be filed as that model's. Evaluate the published model by its Hub id ({name}), "
+                "or give this one a name of its own (--model-name your-org/your-model)."
+            )
+        recipe = _saved_recipe(model_path)
+        revision = revision or content_revision(model_path)
+        if recipe is not None:
+            adapted_from = adapted_from or _hub_id((recipe.get("model") or {}).get("name"))
+            trained = recipe_training_datasets(recipe) | set(training_datasets or [])
+        else:
+            trained = set(training_datasets) if training_datasets is not None else None
+    if adapted_from is not None and _hub_id(adapted_from) is None:
+        raise ValueError(f"--adapted-from takes the base model's Hub id (organisation/name), got {adapted_from!r}.")
+    base = registry(adapted_from)
+    weights = sorted(model_path.rglob("*.safetensors")) or sorted(model_path.rglob("*.bin")) if model_path else []
+    released = date.fromtimestamp(weights[0].stat().st_mtime) if weights else date.today()
     return ModelMeta(
         loader=SentenceTransformerEncoderWrapper,
         name=name,
         revision=revision,
-        release_date=date.today().isoformat(),
-        languages=["eng-Latn"],
+        release_date=released.isoformat(),  # a local model's: when its weights were written
+        languages=list(base.languages) if base is not None and base.languages else ["eng-Latn"],
         n_parameters=sum(parameter.numel() for parameter in model.parameters()),
         memory_usage_mb=round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1),
         max_tokens=model.max_seq_length,
         embed_dim=model.get_embedding_dimension(),
-        license=None,
+        license=base.license if base is not None else None,  # a fine-tune's weights inherit its base's licence
         open_weights=True,
-        public_training_code="https://pypi.org/project/tempnlp/",
+        public_training_code=None,
         public_training_data=None,
         framework=["Sentence Transformers", "PyTorch"],
         similarity_fn_name="cosine",
         use_instructions=False,
-        training_datasets=set(training_datasets or []),
-        adapted_from=adapted_from or getattr(getattr(transformer, "auto_model", None), "name_or_path", None),
+        training_datasets=trained,
+        adapted_from=adapted_from,
     )
 
 
@@ -183,24 +266,33 @@ def run_mteb(
     wrapper = SentenceTransformerEncoderWrapper(model)
     wrapper.mteb_model_meta = meta
     output_dir = Path(output_dir)
+    cache = mteb.ResultCache(cache_path=output_dir)
     results = mteb.evaluate(
         wrapper,
         tasks,
-        cache=mteb.ResultCache(cache_path=output_dir),
+        cache=cache,
         overwrite_strategy="only-missing",  # a rerun picks up where an interrupted one stopped
         encode_kwargs={"batch_size": batch_size},
         co2_tracker=False,
     )
     scores = {result.task_name: 100.0 * result.get_score() for result in results.task_results}
+    folder = cache.get_task_result_path(tasks[0].metadata.name, meta).parent if tasks else None
     write_json_atomic(
-        output_dir / "tempnlp_mteb_run.json",
+        run_record_path(output_dir, meta),
         {
             "model": meta.name,
             "revision": meta.revision,
             "data": f"mirror {root}" if root is not None else "Hugging Face Hub",
             "scores": {task: round(score, 4) for task, score in scores.items()},
-            "results_folder": str(output_dir / "results" / meta.model_name_as_path() / meta.revision),
+            "results_folder": str(folder),
             **(run_info or {}),
         },
     )
     return scores
+
+
+def run_record_path(output_dir: str | Path, meta) -> Path:
+    """Where tempnlp records a model's run (weights source, data source, training losses) beside mteb's results:
+    ``<output_dir>/tempnlp_runs/<org>__<name>/<revision>.json``, one file a model and revision, outside mteb's tree
+    (``ModelMeta`` has no field for them)."""
+    return Path(output_dir) / "tempnlp_runs" / meta.model_name_as_path() / f"{meta.revision}.json"

@@ -361,7 +361,15 @@ def test_mteb_runner_names_unknown_tasks_and_missing_data(tmp_path, monkeypatch)
 
 def test_diagnostics_against_naive_formulas(static_model, fake_mirror, tmp_path):
     state = tmp_path / "loss_state.pt"
-    torch.save({"objective.tau": torch.linspace(0.05, 0.5, 100)}, state)
+    seen = torch.arange(100) % 4 != 0  # samples 0, 4, 8, ... never visited: still at tau_init, left out
+    torch.save(
+        {
+            "temperature.states.0.tau": torch.where(seen, torch.linspace(0.05, 0.5, 100), torch.tensor(0.07)),
+            "temperature.states.0.seen": seen,
+            "temperature.states.1.tau": torch.full((100,), 0.2),  # no seen buffer: every sample counts
+        },
+        state,
+    )
     report = diagnose(static_model, model_name="tiny", output_dir=tmp_path / "diag", loss_state=state)
 
     with gzip.open(fake_mirror / "datasets/mteb/stsbenchmark-sts/validation.jsonl.gz", "rt") as handle:
@@ -377,8 +385,12 @@ def test_diagnostics_against_naive_formulas(static_model, fake_mirror, tmp_path)
     e = unit(sentences)
     total = [float(torch.exp(-2 * ((e[i] - e[j]) ** 2).sum())) for i in range(len(e)) for j in range(i + 1, len(e))]
     assert report["uniformity"] == pytest.approx(float(np.log(np.mean(total))), rel=1e-4)
-    assert report["temperature"]["samples"] == 100
-    assert report["temperature"]["min"] == pytest.approx(0.05)
+    first, second = report["temperature"]["per_sample"].values()
+    assert list(report["temperature"]["per_sample"]) == ["temperature.states.0", "temperature.states.1"]
+    visited = torch.linspace(0.05, 0.5, 100)[seen].double()
+    assert first["samples"] == 75 and first["mean"] == pytest.approx(float(visited.mean()), rel=1e-6)
+    assert first["min"] == pytest.approx(float(visited.min())) and first["max"] == pytest.approx(0.5)
+    assert second["samples"] == 100 and second["std"] == pytest.approx(0.0, abs=1e-7)
     for name in ("similarities.png", "temperatures.png"):
         assert (tmp_path / "diag" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "diag" / "diagnostics.json").read_text())["plots"] == [

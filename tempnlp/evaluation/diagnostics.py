@@ -5,8 +5,8 @@
   distinct sentences. ``align = E ||f(x) - f(y)||^2`` over positive pairs, ``uniform = log E exp(-2 ||f(x) -
   f(y)||^2)`` over all pairs of sentences, on unit-normalised embeddings; lower is better for both.
 * The cosine similarity of positive pairs and of random pairs (each first sentence against a shuffled second).
-* Given a saved loss state (a ``torch.save`` file holding a 1-D ``tau`` tensor, or a dict with one), the
-  distribution of the per-sample temperatures.
+* Given a saved loss state (a ``torch.save`` file holding a 1-D ``tau`` tensor, or a dict with ``*.tau`` entries),
+  the distribution of the per-sample temperatures of the samples training visited, one per direction.
 
 Writes ``diagnostics.json`` and PNG plots to the output folder.
 """
@@ -48,20 +48,31 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def load_temperatures(path: str | Path) -> np.ndarray:
-    """The per-sample temperatures of a saved loss state (read with ``weights_only=True``)."""
+def load_temperatures(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-sample temperatures of a saved loss state (read with ``weights_only=True``): one array per ``tau``
+    buffer, named by its key without ``.tau`` (a two-direction loss keeps one per direction), holding the samples
+    training visited when the buffer has a ``seen`` beside it (the others still sit at their starting value)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Loss state {path} does not exist.")
     state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        keys = [key for key in state if str(key) == "tau" or str(key).endswith(".tau")]
-        if not keys:
-            raise ValueError(f"Loss state {path} has no 'tau' entry (keys: {', '.join(map(str, state))}).")
-        state = state[keys[0]]
-    if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.numel() == 0:
-        raise ValueError(f"Loss state {path}: expected a non-empty 1-D tensor of temperatures.")
-    return state.float().numpy()
+    if not isinstance(state, dict):
+        state = {"tau": state}
+    keys = [str(key) for key in state if str(key) == "tau" or str(key).endswith(".tau")]
+    if not keys:
+        raise ValueError(f"Loss state {path} has no 'tau' entry (keys: {', '.join(map(str, state))}).")
+    temperatures = {}
+    for key in keys:
+        tau = state[key]
+        if not isinstance(tau, torch.Tensor) or tau.dim() != 1 or tau.numel() == 0:
+            raise ValueError(f"Loss state {path}: {key} is not a non-empty 1-D tensor of temperatures.")
+        seen = state.get(key[: -len("tau")] + "seen")
+        if isinstance(seen, torch.Tensor) and seen.shape == tau.shape:
+            tau = tau[seen.bool()]
+        if tau.numel() == 0:
+            raise ValueError(f"Loss state {path}: no sample of {key} was visited in training (its 'seen' is all 0).")
+        temperatures[key.removesuffix(".tau").removesuffix("tau") or "tau"] = tau.float().numpy()
+    return temperatures
 
 
 def diagnose(
@@ -96,8 +107,9 @@ def diagnose(
         temperatures = load_temperatures(loss_state)
         report["temperature"] = {
             "loss_state": str(loss_state),
-            "samples": int(temperatures.size),
-            **_summary(temperatures),
+            "per_sample": {
+                name: {"samples": int(values.size), **_summary(values)} for name, values in temperatures.items()
+            },
         }
         plots["temperatures"] = _plot_temperatures(model_name, temperatures)
     for name, png in plots.items():
@@ -134,14 +146,17 @@ def _plot_similarities(model_name: str, positive: np.ndarray, random: np.ndarray
     return figure_png(figure, dpi=120, bbox_inches="tight")
 
 
-def _plot_temperatures(model_name: str, temperatures: np.ndarray) -> bytes:
+def _plot_temperatures(model_name: str, temperatures: dict[str, np.ndarray]) -> bytes:
     plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4))
-    axis.hist(temperatures, bins=60, color="tab:blue")
-    axis.axvline(float(np.median(temperatures)), color="black", linestyle="--", label="median")
+    low = min(values.min() for values in temperatures.values())
+    high = max(values.max() for values in temperatures.values())
+    bins = np.linspace(low, high, 61) if high > low else 60
+    for name, values in temperatures.items():
+        axis.hist(values, bins=bins, alpha=0.6 if len(temperatures) > 1 else 1.0, label=f"{name} ({values.size})")
     axis.set_xlabel("per-sample temperature tau_i")
     axis.set_ylabel("number of training samples")
-    axis.set_title(f"Learned per-sample temperatures ({temperatures.size} samples)\n{model_name}")
+    axis.set_title(f"Learned per-sample temperatures of the samples trained on\n{model_name}")
     axis.legend()
     return figure_png(figure, dpi=120, bbox_inches="tight")

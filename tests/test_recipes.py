@@ -222,6 +222,9 @@ def test_a_used_output_dir_needs_resume_and_the_same_recipe(tmp_path):
         prepare_output_dir(tmp_path, changed, resume=True)
     evaluation_only = validate(_minimal(evaluation={"sts": {"tasks": ["STSBenchmark"]}}))
     prepare_output_dir(tmp_path, evaluation_only, resume=True)  # evaluation acts after training: may change
+    unvalidated = validate(_minimal(evaluation={"stsb_validation": False}))  # validation acts during training
+    with pytest.raises(RecipeError, match=r"recipe differs .*evaluation.stsb_validation: True -> False"):
+        prepare_output_dir(tmp_path, unvalidated, resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint-\\* folder"):
         prepare_output_dir(tmp_path / "empty", recipe, resume=True)
 

@@ -80,10 +80,16 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _training_part(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A recipe's flattened settings without its evaluation section and description: they act after training, or
-    not at all, so a resume may change them; anything that shapes training may not."""
+    """A recipe's flattened settings without its description and the evaluation that acts after training, or
+    before it: a resume may change those; anything that shapes training may not. Validation during training does
+    (the trainer's evaluations draw from the random generator the training then uses, and may pick the best
+    checkpoint), so ``evaluation.stsb_validation`` stays."""
     flat = _flatten(recipe)
-    return {k: v for k, v in flat.items() if not k.startswith("evaluation.") and k != "description"}
+    return {
+        k: v
+        for k, v in flat.items()
+        if (not k.startswith("evaluation.") or k == "evaluation.stsb_validation") and k != "description"
+    }
 
 
 def _read_recipe(path: Path) -> dict[str, Any]:

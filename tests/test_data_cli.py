@@ -113,8 +113,11 @@ def test_nli_triplets_pair_entailment_and_contradiction_per_premise():
     triplets = nli_triplets(rows)
     assert triplets.to_dict() == {"anchor": ["p1", "p4"], "positive": ["entail", "e4"], "negative": ["contra", "c4"]}
     assert len(nli_triplets(rows, limit=1)) == 1
-    with pytest.raises(ValueError, match="No premise has both"):
-        nli_triplets(rows[3:5])
+    with pytest.raises(ValueError, match=r"my rows: no premise has both an entailment \(label 0\)"):
+        nli_triplets(rows[3:5], source="my rows")
+    triplet_rows = [{"anchor": "a", "positive": "p", "negative": "n"}]  # sentence-transformers/all-nli's layout
+    with pytest.raises(ValueError, match=r"all-nli, row 1: no premise, hypothesis, label column .*'columns'"):
+        nli_triplets(triplet_rows, source="all-nli")
 
 
 def test_losses_command_lists_losses_and_policies(capsys):

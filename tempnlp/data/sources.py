@@ -211,7 +211,9 @@ def build_train_dataset(
     is cached under ``$TEMPNLP_CACHE`` (default ``~/.cache/tempnlp``) by data, settings and the loaded model.
     """
     if spec.format == "nli-triplets":
-        dataset = nli_triplets(_rows(located, spec.split), limit=spec.limit)
+        dataset = nli_triplets(
+            _rows(located, spec.split), limit=spec.limit, source=f"{located.describe()} split {spec.split!r}"
+        )
     elif spec.format == "sentences":
         sentences = _first(_sentences(located, spec.file, log), spec.limit)
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})

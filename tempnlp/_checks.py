@@ -33,6 +33,13 @@ def finite_float(name: str, value: object) -> float:
     return value
 
 
+def flag(name: str, value: object) -> bool:
+    """A switch: True or False only (``bool("False")`` is True, so a string or number is refused, not read)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r}).")
+    return value
+
+
 def moving_average_weight(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} is a moving-average weight in (0, 1], got {value!r}.")

@@ -7,10 +7,14 @@ import math
 import pytest
 import torch
 
+from tempnlp.objectives import InfoNCE, SogCLR
 from tempnlp.temperature import (
     POLICIES,
+    CooldownTemperature,
+    CosineScheduleTemperature,
     DySTreSSTemperature,
     FixedTemperature,
+    IndividualTemperature,
     LearnableTemperature,
     MACLTemperature,
     as_policy,
@@ -167,10 +171,31 @@ def test_dystress_paper_extremes():
         (lambda: DySTreSSTemperature(variant="cosine"), "variant must be 'paper' or 'shifted'"),
         (lambda: MACLTemperature(tau0=-1.0), "tau0 must be a finite number > 0"),
         (lambda: MACLTemperature(A0=1.5), r"A0 .* must lie in \[-1, 1\]"),
+        (lambda: MACLTemperature(tau0=0.05, min_tau=0.5), r"min_tau \(0.5\) must not exceed tau0"),
+        (lambda: DySTreSSTemperature(offset=float("nan")), "offset must be finite"),
+        (lambda: CosineScheduleTemperature(period_epochs=float("inf")), "period_epochs must be a finite number > 0"),
+        (lambda: CooldownTemperature(cooldown_epochs=0), "cooldown_epochs must be a finite number > 0"),
     ],
 )
 def test_bad_arguments_name_the_argument(build, match):
     with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: MACLTemperature(reweight="False"), r"reweight must be True or False, got str \('False'\)"),
+        (lambda: InfoNCE(symmetric="False"), "symmetric must be True or False"),
+        (lambda: InfoNCE(same_view_negatives=1), "same_view_negatives must be True or False"),
+        (lambda: IndividualTemperature(10, share_directions="no"), "share_directions must be True or False"),
+        (lambda: SogCLR(10, gamma_schedule="cosine", gamma_decay_epochs="2"), "gamma_decay_epochs must be a number"),
+        (lambda: CosineScheduleTemperature(period_epochs=True), "period_epochs must be a number"),
+    ],
+)
+def test_switches_and_lengths_of_the_wrong_type_are_refused_not_read(build, match):
+    """bool("False") is True and float("2") is 2.0: such arguments would be read as something else."""
+    with pytest.raises(TypeError, match=match):
         build()
 
 

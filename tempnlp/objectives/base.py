@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from tempnlp._checks import flag
 from tempnlp.objectives.candidates import (
     CandidateBatch,
     Direction,
@@ -73,10 +74,10 @@ class ContrastiveObjective(nn.Module):
     ) -> None:
         super().__init__()
         self.temperature = as_policy(temperature)
-        self.symmetric = bool(symmetric)
-        self.same_view_negatives = bool(same_view_negatives)
-        self.check_finite = bool(check_finite)
-        self.gather_across_devices = bool(gather_across_devices)
+        self.symmetric = flag("symmetric", symmetric)
+        self.same_view_negatives = flag("same_view_negatives", same_view_negatives)
+        self.check_finite = flag("check_finite", check_finite)
+        self.gather_across_devices = flag("gather_across_devices", gather_across_devices)
         check_combination(self, self.temperature)
         self.temperature.attach(self.directions)
         self.last_temperatures: list[Tensor] = []

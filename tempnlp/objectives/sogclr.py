@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tempnlp._checks import moving_average_weight
+from tempnlp._checks import flag, moving_average_weight, positive_float
 from tempnlp._rows import write_rows
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
@@ -114,13 +114,15 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
         self.gamma = moving_average_weight("gamma", gamma)
         if gamma_schedule not in ("constant", "cosine"):
             raise ValueError(f"gamma_schedule must be 'constant' or 'cosine', got {gamma_schedule!r}.")
-        if gamma_schedule == "cosine" and (gamma_decay_epochs is None or not float(gamma_decay_epochs) > 0):
+        if gamma_schedule == "cosine" and gamma_decay_epochs is None:
             raise ValueError("gamma_schedule='cosine' needs gamma_decay_epochs > 0 (LibAUC: half the epochs).")
         self.gamma_schedule = gamma_schedule
-        self.gamma_decay_epochs = None if gamma_decay_epochs is None else float(gamma_decay_epochs)
+        self.gamma_decay_epochs = (
+            None if gamma_decay_epochs is None else positive_float("gamma_decay_epochs", gamma_decay_epochs)
+        )
         if gamma_schedule == "cosine":  # the schedule's position, saved with the loss state
             self._register_position()
-        self.share_directions = bool(share_directions)
+        self.share_directions = flag("share_directions", share_directions)
         count = 1 if self.share_directions else self.directions
         self.estimates = nn.ModuleList(PartitionEstimate(num_samples) for _ in range(count))
         self._shared_step: tuple[Tensor, Tensor, Tensor] | None = None  # (previous log s, seen, this direction's)

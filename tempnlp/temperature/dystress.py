@@ -6,7 +6,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tempnlp._checks import ordered_bounds, positive_float
+from tempnlp._checks import finite_float, ordered_bounds, positive_float
 from tempnlp.temperature.base import TemperaturePolicy
 
 
@@ -71,7 +71,7 @@ class DySTreSSTemperature(TemperaturePolicy):
         if variant not in ("paper", "shifted"):
             raise ValueError(f"variant must be 'paper' or 'shifted', got {variant!r}.")
         self.variant = variant
-        self.offset = float(offset)
+        self.offset = finite_float("offset", offset)
         self.scale = positive_float("scale", scale)
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:

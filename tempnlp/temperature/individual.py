@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tempnlp._checks import flag
 from tempnlp._rows import write_rows
 from tempnlp.temperature.base import RowStatistics
 from tempnlp.temperature.dro import RobustTemperature
@@ -106,7 +107,7 @@ class IndividualTemperature(RobustTemperature):
         share_directions: bool = False,
     ) -> None:
         super().__init__(tau_init, tau_min, tau_max, rho, grad_clip)
-        self.share_directions = bool(share_directions)
+        self.share_directions = flag("share_directions", share_directions)
         self.num_samples = check_num_samples(num_samples)
         self.set_step_size(eta, beta)
         self.states = nn.ModuleList([SampleTemperatures(num_samples, self.tau_init)])

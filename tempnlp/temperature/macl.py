@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tempnlp._checks import finite_float, positive_float
+from tempnlp._checks import finite_float, flag, ordered_bounds, positive_float
 from tempnlp.temperature.base import ROW_LOG_PROBABILITY, RowStatistics, TemperaturePolicy
 
 
@@ -70,9 +70,8 @@ class MACLTemperature(TemperaturePolicy):
         if not -1.0 <= self.A0 <= 1.0:
             raise ValueError(f"A0 is a reference cosine similarity and must lie in [-1, 1], got {self.A0}.")
         self.min_tau = positive_float("min_tau", min_tau)
-        if not isinstance(reweight, bool):
-            raise TypeError(f"reweight must be True or False, got {reweight!r}.")
-        self.reweight = reweight
+        ordered_bounds("min_tau", self.min_tau, "tau0", self.tau0)  # above tau0 it would pin tau at min_tau
+        self.reweight = flag("reweight", reweight)
 
     def compute(self, similarities: Tensor, positive_similarities: Tensor, **context: Any) -> Tensor:
         alignment = positive_similarities.detach().mean()

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from tempnlp._checks import positive_float
 from tempnlp.temperature.base import TemperaturePolicy
 
 
@@ -65,10 +66,8 @@ class ScheduledTemperature(TrainingPosition, TemperaturePolicy):
             isinstance(period_steps, bool) or not isinstance(period_steps, int) or period_steps < 1
         ):
             raise ValueError(f"{what}_steps must be a positive int, got {period_steps!r}.")
-        if period_epochs is not None and (isinstance(period_epochs, bool) or not float(period_epochs) > 0):
-            raise ValueError(f"{what}_epochs must be a positive number, got {period_epochs!r}.")
         self.period_steps = period_steps
-        self.period_epochs = None if period_epochs is None else float(period_epochs)
+        self.period_epochs = None if period_epochs is None else positive_float(f"{what}_epochs", period_epochs)
         self._register_position()
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:

@@ -130,6 +130,37 @@ def test_data_that_cannot_train_stops_before_the_model_loads(tmp_path, tiny_mode
     _fails(capsys, ["train", str(_recipe(tmp_path, tiny_model_path, packed)), *out], "train.jsonl.gz", "truncated")
 
 
+def test_evaluation_data_that_is_missing_stops_before_the_model_loads(
+    tmp_path, tiny_model_path, capsys, monkeypatch, no_model_load
+):
+    """With evaluation.before false the scores come after training: a missing split must not wait for them."""
+    from test_evaluation import _beir_folder
+
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(tmp_path / "empty-mirror"))
+    (tmp_path / "empty-mirror").mkdir()
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr("datasets.load_dataset", offline)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
+    data = _columns(tmp_path / "data", _pairs())
+    out = ["--output-dir", str(tmp_path / "out")]
+    beir = _beir_folder(tmp_path / "beir")
+    recipe = _recipe(tmp_path, tiny_model_path, data)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["evaluation"]["retrieval"] = {"dataset": str(beir), "split": "dev"}
+    recipe.write_text(yaml.safe_dump(raw))
+    _fails(capsys, ["train", str(recipe), *out], "beir/qrels/dev.tsv")
+    raw["evaluation"] = {"stsb_validation": False, "before": False, "sts": {"tasks": ["STS12"]}}
+    recipe.write_text(yaml.safe_dump(raw))
+    _fails(capsys, ["train", str(recipe), *out], "mteb/sts12-sts", "split 'test'")
+    raw["evaluation"]["sts"]["protocol"] = "senteval"
+    recipe.write_text(yaml.safe_dump(raw))
+    _fails(capsys, ["train", str(recipe), *out], "The senteval protocol reads SentEval's files")
+    assert not (tmp_path / "out" / "model").exists()
+
+
 def test_qrels_without_a_header_keep_their_first_judgment_and_a_bad_score_is_named(tmp_path):
     from tempnlp.data.beir import load_beir
 

@@ -44,6 +44,44 @@ def _error(raw: dict) -> str:
 # ------------------------------------------------------------------------------------------------ validation
 
 
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"evaluation__stsb_validation": True, "training": {"eval_strategy": "no"}}, "eval_strategy 'no' never runs"),
+        (
+            {"evaluation__stsb_validation": False, "training": {"eval_strategy": "steps"}},
+            "eval_strategy 'steps' evaluates during training, but evaluation.stsb_validation is false",
+        ),
+        (
+            {"evaluation__stsb_validation": False, "training": {"load_best_model_at_end": True}},
+            "load_best_model_at_end picks a checkpoint by its validation score",
+        ),
+        (
+            {"evaluation__stsb_validation": True, "training": {"load_best_model_at_end": True}},
+            "needs training.metric_for_best_model",
+        ),
+        (
+            {"evaluation__stsb_validation": True, "training": {"metric_for_best_model": "eval_sts-dev_spearman"}},
+            "'eval_sts-dev_spearman' is not a metric of the STS-B validation: use one of "
+            "eval_sts-validation_spearman_cosine",
+        ),
+        (
+            {"data": {"dataset": "princeton-nlp/datasets-for-simcse", "format": "sentences", "file": "wiki.txt",
+                      "split": "validation"}},
+            "data.split is not read when data.file names the file to read ('wiki.txt')",
+        ),
+    ],
+)  # fmt: skip
+def test_settings_that_would_be_ignored_or_fail_mid_training_are_refused(changes, message):
+    assert message in _error(_minimal(**changes))
+
+
+def test_validation_settings_that_agree_pass():
+    validate(_minimal(evaluation__stsb_validation=False, training={"metric_for_best_model": "anything"}))
+    best = {"load_best_model_at_end": True, "metric_for_best_model": "sts-validation_pearson_cosine"}
+    validate(_minimal(training={**best, "eval_strategy": "steps", "save_strategy": "steps"}))
+
+
 def test_every_bundled_recipe_and_variant_validates():
     assert {"quickstart.yaml", "sup-simcse-nli.yaml", "unsup-simcse.yaml", "retrieval.yaml"} <= set(BUNDLED)
     for name in BUNDLED:

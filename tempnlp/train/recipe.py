@@ -144,6 +144,10 @@ class DataSpec(_Section):
                 raise RecipeError(
                     f"data.file {self.file!r}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file."
                 )
+        if "split" in self.model_fields_set and (self.format == "sentences" or self.file is not None):
+            raise RecipeError(
+                f"data.split is not read when data.file names the file to read ({self.file!r}): remove data.split."
+            )
         if self.format == "beir" and self.hard_negatives is None:
             self.hard_negatives = HardNegativeSpec()
         return self
@@ -601,6 +605,45 @@ _POSITIVE = {
 }
 
 
+#: what the STS-B validation evaluator reports, as the trainer's metric_for_best_model names them (without "eval_")
+STSB_VALIDATION_METRICS = ("sts-validation_spearman_cosine", "sts-validation_pearson_cosine")
+
+
+def check_validation(training: dict[str, Any], evaluation: EvaluationSpec) -> None:
+    """Validation during training and the trainer settings that use it agree, before anything loads: the trainer
+    would otherwise fail at its construction or first evaluation, or skip the validation silently."""
+    validating = evaluation.stsb_validation
+    strategy = str(training.get("eval_strategy", "steps" if validating else "no"))
+    if validating and strategy == "no":
+        raise RecipeError(
+            "evaluation.stsb_validation is true, but training.eval_strategy 'no' never runs it: set "
+            "evaluation.stsb_validation: false, or training.eval_strategy to steps or epoch."
+        )
+    if not validating and strategy != "no":
+        raise RecipeError(
+            f"training.eval_strategy {strategy!r} evaluates during training, but evaluation.stsb_validation is "
+            "false, so there is nothing to evaluate: remove training.eval_strategy, or set "
+            "evaluation.stsb_validation: true."
+        )
+    metric = training.get("metric_for_best_model")
+    if training.get("load_best_model_at_end"):
+        if not validating:
+            raise RecipeError(
+                "training.load_best_model_at_end picks a checkpoint by its validation score, but "
+                "evaluation.stsb_validation is false: set load_best_model_at_end: false, or turn validation on."
+            )
+        if metric is None:
+            raise RecipeError(
+                "training.load_best_model_at_end needs training.metric_for_best_model (the trainer's default, the "
+                f"evaluation loss, is not computed): set it to eval_{STSB_VALIDATION_METRICS[0]}."
+            )
+    if validating and metric is not None and str(metric).removeprefix("eval_") not in STSB_VALIDATION_METRICS:
+        raise RecipeError(
+            f"training.metric_for_best_model {metric!r} is not a metric of the STS-B validation: use one of "
+            f"{', '.join('eval_' + name for name in STSB_VALIDATION_METRICS)}."
+        )
+
+
 def check_training_values(training: dict[str, Any]) -> None:
     """Values that pass the trainer's types but would fail later, silently or after the model and data loaded:
     a NaN learning rate, batch size 0, max_steps 0 (which trains one step)."""
@@ -712,6 +755,7 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         except ValidationError as error:
             raise _schema_error(error, Recipe, raw) from None
         check_training(recipe.training)
+        check_validation(recipe.training, recipe.evaluation)
         for name, task in recipe.tasks.items():
             try:
                 check_loss(task.loss, task.data, _batch_size(recipe.training))

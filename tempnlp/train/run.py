@@ -446,6 +446,23 @@ def run_recipe(
         return _run_recipe(recipe, output_dir, resume, callbacks, say)
 
 
+def check_evaluation_data(recipe: Recipe, retrieval_data: Located | None) -> None:
+    """Read every evaluation set the run scores, before the model loads: a missing split or file stops the run
+    now, not after training (with ``evaluation.before: false`` the first read would come at the end)."""
+    from tempnlp.data.beir import load_beir
+    from tempnlp.evaluation.sts import load_mteb_pairs, load_senteval_pairs, resolve_tasks, stsb_evaluator
+
+    if recipe.evaluation.stsb_validation:
+        stsb_evaluator("validation")
+    sts = recipe.evaluation.sts
+    if sts is not None:
+        load = load_mteb_pairs if sts.protocol == "mteb" else load_senteval_pairs
+        for task in resolve_tasks(sts.tasks):
+            load(task)
+    if retrieval_data is not None:
+        load_beir(beir_folder(retrieval_data), recipe.evaluation.retrieval.split)
+
+
 def _run_recipe(
     recipe: Recipe,
     output_dir: Path,
@@ -465,6 +482,7 @@ def _run_recipe(
     }
     retrieval = recipe.evaluation.retrieval
     retrieval_data = locate(retrieval.dataset, "beir", retrieval.split) if retrieval is not None else None
+    check_evaluation_data(recipe, retrieval_data)
     recipe_yaml = recipe.to_yaml()
     if main:
         write_text_atomic(output_dir / RECIPE_FILE, recipe_yaml)

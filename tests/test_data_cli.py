@@ -228,3 +228,25 @@ def test_mined_hard_negatives_are_cached_by_what_decides_the_embeddings(tiny_mod
     assert build(model(), "random")[0] is True
     random.seed(2)
     assert build(model(), "random")[0] is False
+
+
+def test_a_files_sample_stands_in_for_it_in_the_mirror_only_and_is_named_as_one(tmp_path, monkeypatch):
+    """The mirror holds the head of wiki1m as wiki1m_for_simcse.head.txt; a user's own folder with only a .head file
+    is missing the file the recipe names."""
+    from tempnlp.data.sources import locate
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "lines.head.txt").write_text("a\nb\n")
+    with pytest.raises(FileNotFoundError, match=r"own has no .*lines.txt"):
+        locate(str(own), "sentences", file="lines.txt")
+    (own / "lines.txt").write_text("a\nb\nc\n")
+    assert locate(str(own), "sentences", file="lines.txt").file == "lines.txt"
+
+    mirror = tmp_path / "mirror"
+    (mirror / "datasets" / "org" / "wiki").mkdir(parents=True)
+    (mirror / "datasets" / "org" / "wiki" / "lines.head.txt").write_text("a\nb\n")
+    monkeypatch.setenv("TEMPNLP_MIRROR", str(mirror))
+    located = locate("org/wiki", "sentences", file="lines.txt")
+    assert (located.source, located.file, located.sample_of) == ("mirror", "lines.head.txt", "lines.txt")
+    assert "its sample lines.head.txt of lines.txt" in located.describe()

@@ -417,7 +417,16 @@ def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path, ca
     sets = _sets("evaluation.before=false", "training.num_train_epochs=2", "data.limit=32")
     assert main([*args, "--set", f"model.name={tiny_model_path}", *sets]) == 0
     assert "using its sample wiki1m_for_simcse.head.txt" in capsys.readouterr().out
-    _check_outputs(out, "ISogCLRLoss")
+    results = _check_outputs(out, "ISogCLRLoss")
+    # the records name the sample that was read, not the file the recipe asked for
+    assert results["data"] == {
+        "source": "mirror",
+        "examples": 32,
+        "file": "wiki1m_for_simcse.head.txt",
+        "sample_of": "wiki1m_for_simcse.txt",
+    }
+    card = (out / "model" / "README.md").read_text()
+    assert "file `wiki1m_for_simcse.head.txt`, the mirror's sample of `wiki1m_for_simcse.txt`" in card
     histograms = json.loads((out / "tau_histograms.json").read_text())
     assert [h["step"] for h in histograms["histograms"]] == [4, 8]
     assert histograms["histograms"][-1]["seen"] == 32 and sum(histograms["histograms"][-1]["counts"]) == 32

@@ -30,26 +30,34 @@ class Located:
     dataset_id: str
     source: Literal["local", "mirror", "hub"]
     folder: Path | None = None
+    #: the file read for a recipe's data.file: itself, or the mirror's sample of it (``<stem>.head.<suffix>``)
+    file: str | None = None
+    #: the data.file the recipe named, when ``file`` is its sample
+    sample_of: str | None = None
 
     def describe(self) -> str:
         if self.source == "hub":
             return f"{self.dataset_id} from the Hugging Face Hub"
-        return f"{self.dataset_id} from the {'mirror' if self.source == 'mirror' else 'local folder'} ({self.folder})"
+        sample = f", its sample {self.file} of {self.sample_of}" if self.sample_of else ""
+        where = "mirror" if self.source == "mirror" else "local folder"
+        return f"{self.dataset_id} from the {where} ({self.folder}{sample})"
 
 
-def _named_file(folder: Path, name: str) -> Path | None:
-    """The named file, or the mirror's ``.head`` sample of it (``wiki1m_for_simcse.head.txt``)."""
+def _named_file(folder: Path, name: str, *, sample: bool) -> Path | None:
+    """The named file, or, with ``sample``, the mirror's ``.head`` sample of it (``wiki1m_for_simcse.head.txt``)."""
     if (folder / name).is_file():
         return folder / name
     stem, dot, suffix = name.rpartition(".")
     head = folder / (f"{stem}.head.{suffix}" if dot else f"{name}.head")
-    return head if head.is_file() else None
+    return head if sample and head.is_file() else None
 
 
-def _missing_in_folder(folder: Path, fmt: str, split: str, file: str | None, subset: str | None) -> str | None:
+def _missing_in_folder(
+    folder: Path, fmt: str, split: str, file: str | None, subset: str | None, *, sample: bool = False
+) -> str | None:
     """What the folder lacks for this format, or None when it has everything."""
     if fmt == "sentences" or (fmt == "columns" and file):
-        if _named_file(folder, file or "") is None:
+        if _named_file(folder, file or "", sample=sample) is None:
             return str(folder / (file or ""))
     elif fmt in ("nli-triplets", "columns"):
         if split_file(folder, split, subset) is None:
@@ -81,23 +89,31 @@ def locate(
     dataset_id: str, fmt: str, split: str = "train", *, file: str | None = None, subset: str | None = None
 ) -> Located:
     """Find a dataset for a recipe: a local folder path, else ``<mirror>/datasets/<id>``, else the Hub."""
+    reads_file = file is not None and fmt in ("sentences", "columns")
+
+    def found(source: Literal["local", "mirror"], folder: Path) -> Located:
+        if not reads_file:
+            return Located(dataset_id, source, folder)
+        path = _named_file(folder, file, sample=source == "mirror")
+        return Located(dataset_id, source, folder, path.name, None if path.name == file else file)
+
     local = Path(dataset_id).expanduser()
     if local.is_dir():
         missing = _missing_in_folder(local, fmt, split, file, subset)
         if missing:
             raise FileNotFoundError(f"Dataset folder {local} has no {missing} (needed by data.format {fmt!r}).")
-        return Located(dataset_id, "local", local)
+        return found("local", local)
     root = mirror_root()
     mirror_note = f"{MIRROR_ENV} is not set"
     if root is not None:
         folder = root / "datasets" / dataset_id
-        missing = _missing_in_folder(folder, fmt, split, file, subset) if folder.is_dir() else str(folder)
+        missing = _missing_in_folder(folder, fmt, split, file, subset, sample=True) if folder.is_dir() else str(folder)
         if missing is None:
-            return Located(dataset_id, "mirror", folder)
+            return found("mirror", folder)
         mirror_note = f"the mirror has no {missing}"
     problem = _hub_status(dataset_id)
     if problem is None:
-        return Located(dataset_id, "hub")
+        return Located(dataset_id, "hub", file=file if reads_file else None)
     raise FileNotFoundError(
         f"Dataset {dataset_id!r} is in neither the mirror nor the Hub: {mirror_note}, and {problem}. Check the id "
         f"(Hub ids look like stanfordnlp/snli), or set {MIRROR_ENV} to a mirror that holds it."
@@ -124,10 +140,9 @@ def _file_path(located: Located, file: str, log: Callable[[str], None]) -> Path:
         from huggingface_hub import hf_hub_download
 
         return Path(hf_hub_download(located.dataset_id, file, repo_type="dataset"))
-    path = _named_file(located.folder, file)
-    if path.name != file:
-        log(f"data: {file} is not in {located.folder}; using its sample {path.name}")
-    return path
+    if located.sample_of is not None:
+        log(f"data: {file} is not in {located.folder}; using its sample {located.file}")
+    return located.folder / (located.file or file)
 
 
 def _sentences(located: Located, file: str, log: Callable[[str], None]) -> Iterator[str]:

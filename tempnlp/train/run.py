@@ -297,6 +297,17 @@ def score_table(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _data_record(located: Located, examples: int) -> dict[str, Any]:
+    """Where a run's training data came from, for results.json: the source, the file read (a sample is named as
+    one) and the number of examples."""
+    record: dict[str, Any] = {"source": located.source, "examples": examples}
+    if located.file is not None:
+        record["file"] = located.file
+    if located.sample_of is not None:
+        record["sample_of"] = located.sample_of
+    return record
+
+
 def _peak_memory_mib() -> dict[str, float]:
     peak = {"host_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if torch.cuda.is_available():
@@ -313,7 +324,12 @@ def _model_card_section(
         config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
         parameters = ", ".join(f"{key}={value}" for key, value in config.items())
         spec = task.data
-        part = f"file `{spec.file}`" if spec.file else f"split `{spec.split}`"
+        read = data[name]
+        part = f"split `{spec.split}`"
+        if spec.file:
+            part = f"file `{spec.file}`"
+            if read.sample_of:
+                part = f"file `{read.file}`, the mirror's sample of `{spec.file}`"
         lines += ([f"- Dataset `{name}`:"] if name else []) + [
             f"{'  ' if name else ''}- Loss: `{type(loss).__name__}({parameters})`",
             f"{'  ' if name else ''}- Temperature: {_temperature_text(loss)}",
@@ -578,9 +594,9 @@ def _run_recipe(
         "recipe": recipe.to_dict(),
         "model_dir": str(model_dir),
         "data": (
-            {"source": data[""].source, "examples": rows[""]}
+            _data_record(data[""], rows[""])
             if single
-            else {name: {"source": data[name].source, "examples": rows[name]} for name in tasks}
+            else {name: _data_record(data[name], rows[name]) for name in tasks}
         ),
         "scores": {"before": before, "after": after},
         "train": {

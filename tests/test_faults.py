@@ -428,3 +428,22 @@ def test_epochs_do_not_matter_under_max_steps_and_a_bom_is_not_part_of_the_first
     path = tmp_path / "table.csv"
     path.write_bytes("\ufeffsent0,sent1\nx,y\n".encode())
     assert [line for _, line in read_lines(path)] == ["sent0,sent1\n", "x,y\n"]
+
+
+def test_a_resume_reading_its_training_data_from_elsewhere_is_refused(tmp_path):
+    """The same recipe resumed without TEMPNLP_MIRROR reads the Hub's full dataset instead of the mirror's copy:
+    other data, which the trainer would skip into as if it were the same."""
+    from tempnlp.data.sources import Located
+    from tempnlp.train.recipe import RecipeError
+    from tempnlp.train.run import DATA_FILE, _data_record, check_same_data
+
+    mirror = Located("org/wiki", "mirror", tmp_path, "lines.head.txt", "lines.txt")
+    started = {"": _data_record(mirror)}
+    check_same_data(tmp_path, started, resume=False, main=True)
+    assert json.loads((tmp_path / DATA_FILE).read_text()) == started
+    check_same_data(tmp_path, {"": _data_record(mirror)}, resume=True, main=True)
+    hub = {"": _data_record(Located("org/wiki", "hub", file="lines.txt"))}
+    with pytest.raises(RecipeError, match=r"not read from where the run started \(data: \{'source': 'mirror'.*"
+                       r"-> \{'source': 'hub', 'file': 'lines.txt'\}\)\. Resume as the run started"):  # fmt: skip
+        check_same_data(tmp_path, hub, resume=True, main=True)
+    assert json.loads((tmp_path / DATA_FILE).read_text()) == started  # the record of the start is kept

@@ -32,7 +32,7 @@ from sentence_transformers import (
 from transformers import TrainerCallback, set_seed
 
 from tempnlp._io import write_json_atomic, write_text_atomic
-from tempnlp.data.hub import mirror_root, resolve_model
+from tempnlp.data.hub import MIRROR_ENV, mirror_root, resolve_model
 from tempnlp.data.sources import Located, beir_folder, build_train_dataset, locate
 from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.models import model_not_found
@@ -62,6 +62,7 @@ from tempnlp.train.state import add_index_column, has_loss_state, track_loss_sta
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "results.json"
 BEFORE_FILE = "scores_before.json"
+DATA_FILE = "training_data.json"  # where the training data came from, for --resume to check
 MODEL_DIR = "model"
 CURVE_KEYS = {"step", "epoch", "loss", "learning_rate", "tau_mean", "tau_min", "tau_max"}
 
@@ -128,7 +129,7 @@ def prepare_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> None:
     elif (
         output_dir.is_dir()
         # a folder holding only a recipe is an attempt that stopped before training (bad data, say): reusable
-        and any(path.name not in (LOCK_FILE, RECIPE_FILE) for path in output_dir.iterdir())
+        and any(path.name not in (LOCK_FILE, RECIPE_FILE, DATA_FILE) for path in output_dir.iterdir())
         and not _same_recipe(saved, recipe)
     ):
         # A run writes model/ and more: never over other files. The folder of the same run that stopped before
@@ -297,10 +298,32 @@ def score_table(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _data_record(located: Located, examples: int) -> dict[str, Any]:
-    """Where a run's training data came from, for results.json: the source, the file read (a sample is named as
-    one) and the number of examples."""
-    record: dict[str, Any] = {"source": located.source, "examples": examples}
+def check_same_data(output_dir: Path, sources: dict[str, dict[str, Any]], resume: bool, main: bool) -> None:
+    """A resumed run reads its training data from where the run started (``training_data.json``): the same
+    dataset from the mirror rather than the Hub, or a file rather than its sample, is other data under the same
+    recipe, and the trainer would skip into it as if it were the same."""
+    path = output_dir / DATA_FILE
+    if resume and path.is_file():
+        started = json.loads(path.read_text(encoding="utf-8"))
+        if started != sources:
+            changed = [name for name in sources if sources[name] != started.get(name)]
+            details = "; ".join(f"{name or 'data'}: {started.get(name)} -> {sources[name]}" for name in changed)
+            raise RecipeError(
+                f"--resume: the training data is not read from where the run started ({details}). Resume as the run "
+                f"started (the same {MIRROR_ENV}, the same files), or start a new run in another folder."
+            )
+    elif main:
+        write_json_atomic(path, sources)
+
+
+def _data_record(located: Located, examples: int | None = None) -> dict[str, Any]:
+    """Where a run's training data came from, for results.json and the resume check: the source, its folder, the
+    file read (a sample is named as one) and, once read, the number of examples."""
+    record: dict[str, Any] = {"source": located.source}
+    if located.folder is not None:
+        record["folder"] = str(located.folder.resolve())
+    if examples is not None:
+        record["examples"] = examples
     if located.file is not None:
         record["file"] = located.file
     if located.sample_of is not None:
@@ -496,6 +519,7 @@ def _run_recipe(
         name: locate(task.data.dataset, task.data.format, task.data.split, file=task.data.file, subset=task.data.subset)
         for name, task in tasks.items()
     }
+    check_same_data(output_dir, {name: _data_record(located) for name, located in data.items()}, resume, main)
     retrieval = recipe.evaluation.retrieval
     retrieval_data = locate(retrieval.dataset, "beir", retrieval.split) if retrieval is not None else None
     check_evaluation_data(recipe, retrieval_data)

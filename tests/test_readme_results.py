@@ -203,3 +203,18 @@ def test_no_number_in_the_readme_results_goes_unchecked(report, results_section)
     settings = {"0.05", "0.3", "0.01", "0.02", "0.1", "3.8", "0.005"}
     unchecked = [value for value in number.findall(prose) if value.lstrip("+") not in checked | settings]
     assert not unchecked, f"README results quote numbers no check covers: {unchecked}"
+
+
+def test_the_scifact_cell_time_quoted_is_the_reference_cells(results_section):
+    """The README and the grid's description quote the SciFact reference cell's wall time in minutes."""
+    import json
+
+    record = json.loads((ROOT / "eval/results/grids/scifact-tau-regret/fixed-0.05/seed-1.json").read_text())
+    minutes = round(record["wall_seconds"] / 60)
+    step = record["training"]["median_step_seconds"]
+    assert f"the seed-1 cell at fixed tau 0.05 took {minutes} minutes on an idle machine at 128" in " ".join(
+        results_section.split()
+    )
+    description = " ".join((ROOT / "eval/grids/scifact-tau-regret.yaml").read_text().split())
+    assert f"took {minutes} minutes on an idle machine (a {step:.1f} s median step" in description
+    assert record["load_average"][2] < 3  # idle: its own two threads, nothing beside it

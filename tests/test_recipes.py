@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -419,8 +420,10 @@ def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path, ca
     assert "using its sample wiki1m_for_simcse.head.txt" in capsys.readouterr().out
     results = _check_outputs(out, "ISogCLRLoss")
     # the records name the sample that was read, not the file the recipe asked for
+    wiki = Path(os.environ["TEMPNLP_MIRROR"]) / "datasets" / "princeton-nlp" / "datasets-for-simcse"
     assert results["data"] == {
         "source": "mirror",
+        "folder": str(wiki.resolve()),
         "examples": 32,
         "file": "wiki1m_for_simcse.head.txt",
         "sample_of": "wiki1m_for_simcse.txt",

@@ -144,7 +144,8 @@ class DataSpec(_Section):
                 raise RecipeError(
                     f"data.file {self.file!r}: format columns reads a .csv, .tsv, .jsonl or .jsonl.gz file."
                 )
-        if "split" in self.model_fields_set and (self.format == "sentences" or self.file is not None):
+        # another split than the default (a saved recipe spells the default out, and must load again)
+        if self.split != "train" and (self.format == "sentences" or self.file is not None):
             raise RecipeError(
                 f"data.split is not read when data.file names the file to read ({self.file!r}): remove data.split."
             )

@@ -410,6 +410,33 @@ def test_sup_simcse_recipe_cpu_variant_end_to_end(run_env, tiny_model_path):
     assert main([*args, "--set", f"model.name={tiny_model_path}", *_sets("evaluation.before=false")]) == 0
     results = _check_outputs(out, "InfoNCELoss")
     assert results["scores"]["before"] is None and results["recipe"]["training"]["per_device_train_batch_size"] == 8
+    assert results["train"]["weights_from"] == {"checkpoint": None, "step": 8}  # no load_best_model_at_end
+
+
+def test_the_best_checkpoint_is_recorded_and_one_that_does_not_load_fails_the_run(
+    run_env, tiny_model_path, monkeypatch
+):
+    """sentence-transformers logs a failure to load the best checkpoint and keeps the last step's weights; the run
+    must not save those as its best and exit 0."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    def run(out: Path) -> None:
+        args = ["train", str(RECIPES / "sup-simcse-nli.yaml"), "--variant", "cpu", "--output-dir", str(out)]
+        sets = _sets("evaluation.before=false", "training.max_steps=4", "training.eval_steps=2",
+                     "training.save_steps=2", "training.load_best_model_at_end=true")  # fmt: skip
+        assert main([*args, "--set", f"model.name={tiny_model_path}", *sets]) == 0
+
+    run(run_env / "best")
+    best = json.loads((run_env / "best" / "results.json").read_text())["train"]["weights_from"]
+    assert best["checkpoint"] in ("checkpoint-2", "checkpoint-4") and -1 <= best["metric"] <= 1
+
+    def unreadable(self, checkpoint, *args, **kwargs):
+        raise OSError(f"{checkpoint} cannot be read")
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "_load_from_checkpoint", unreadable)
+    with pytest.raises(RuntimeError, match=r"load_best_model_at_end: Could not load the best model .*last step's"):
+        run(run_env / "broken")
+    assert not (run_env / "broken" / "model").exists() and not (run_env / "broken" / "results.json").exists()
 
 
 def test_unsup_simcse_per_sample_variant_end_to_end(run_env, tiny_model_path, capsys):

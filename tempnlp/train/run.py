@@ -13,6 +13,7 @@ The output folder holds, when the run ends::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shutil
@@ -316,6 +317,28 @@ def check_same_data(output_dir: Path, sources: dict[str, dict[str, Any]], resume
         write_json_atomic(path, sources)
 
 
+class _BestModelLoadFailures(logging.Handler):
+    """Collects sentence-transformers' "Could not load the best model" errors while training: its trainer logs the
+    failure and goes on with the last step's weights, which the run would then save as its best."""
+
+    LOGGER = "sentence_transformers.base.trainer"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Could not load the best model" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _BestModelLoadFailures:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
 def _data_record(located: Located, examples: int | None = None) -> dict[str, Any]:
     """Where a run's training data came from, for results.json and the resume check: the source, its folder, the
     file read (a sample is named as one) and, once read, the number of examples."""
@@ -595,7 +618,14 @@ def _run_recipe(
         trainer.add_callback(callback)
     train_start = time.perf_counter()
     checkpoint = last_complete_checkpoint(output_dir, say) if resume else None
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    with _BestModelLoadFailures() as failures:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    if failures.messages:  # sentence-transformers logs it and keeps the last step's weights
+        raise RuntimeError(
+            f"training.load_best_model_at_end: {failures.messages[0]} The model in memory is the last step's, not "
+            f"the best checkpoint's, so it is not saved or scored as the run's result. The checkpoints are in "
+            f"{output_dir}: load {trainer.state.best_model_checkpoint} yourself, or resume once the cause is fixed."
+        )
     train_seconds = time.perf_counter() - train_start
     peak_memory = _peak_memory_mib()  # of training (and what came before), not of the final evaluation
     model.max_seq_length = eval_length
@@ -631,6 +661,12 @@ def _run_recipe(
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "resumed": resume,
+            # the weights saved and scored: the best checkpoint's (load_best_model_at_end), else the last step's
+            "weights_from": (
+                {"checkpoint": Path(trainer.state.best_model_checkpoint).name, "metric": trainer.state.best_metric}
+                if args.load_best_model_at_end and trainer.state.best_model_checkpoint
+                else {"checkpoint": None, "step": trainer.state.global_step}
+            ),
         },
         "curve": [
             {key: entry[key] for key in entry if key in CURVE_KEYS or key.startswith("eval_sts")}

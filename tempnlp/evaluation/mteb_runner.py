@@ -116,14 +116,20 @@ def training_losses(model_path: Path | None) -> list[dict[str, Any]]:
     return losses
 
 
-def registry_revision(name: str) -> str | None:
-    """The revision mteb's registry gives the model ``name``, or None for a model it does not know."""
+def _registry_entry(name: str | None):
+    """mteb's registry entry (ModelMeta) for the model ``name``, or None for a model it does not know."""
     import mteb
 
     try:
-        return mteb.get_model_meta(name, fetch_from_hf=False).revision
+        return mteb.get_model_meta(name, fetch_from_hf=False) if name else None
     except (KeyError, ValueError):
         return None
+
+
+def registry_revision(name: str) -> str | None:
+    """The revision mteb's registry gives the model ``name``, or None for a model it does not know."""
+    entry = _registry_entry(name)
+    return entry.revision if entry is not None else None
 
 
 def local_model_name(folder: Path) -> str:
@@ -186,19 +192,12 @@ def build_model_meta(
     saved recipe; ``training_datasets`` adds to them. Otherwise the training data is unknown (None, which mteb
     reads as unknown rather than zero-shot) unless given.
     """
-    import mteb
     from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
 
     if "/" not in name:
         raise ValueError(f"MTEB model names look like 'organisation/model', got {name!r}: pass --model-name.")
 
-    def registry(model_name: str | None):
-        try:
-            return mteb.get_model_meta(model_name, fetch_from_hf=False) if model_name else None
-        except (KeyError, ValueError):
-            return None
-
-    known = registry(name)
+    known = _registry_entry(name)
     if model_path is None:
         if known is not None and known.revision is not None and revision in (None, known.revision):
             return known
@@ -221,7 +220,7 @@ def build_model_meta(
             trained = set(training_datasets) if training_datasets is not None else None
     if adapted_from is not None and _hub_id(adapted_from) is None:
         raise ValueError(f"--adapted-from takes the base model's Hub id (organisation/name), got {adapted_from!r}.")
-    base = registry(adapted_from)
+    base = _registry_entry(adapted_from)
     weights = sorted(model_path.rglob("*.safetensors")) or sorted(model_path.rglob("*.bin")) if model_path else []
     released = date.fromtimestamp(weights[0].stat().st_mtime) if weights else date.today()
     return ModelMeta(

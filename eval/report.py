@@ -395,6 +395,25 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
     return lines
 
 
+def per_seed_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], curve: Curve, summary: str):
+    """Each trained strategy's score on each seed, with its regret against the best fixed tau on that seed: the
+    numbers a finished seed fixes, which the means over seeds move away from as later seeds finish."""
+    seeds = grid["seeds"]
+    lines = ["| strategy | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for row in curve.rows:
+        cells = found[row.strategy]
+        shown = [
+            f"{cells[seed]['scores'][summary]:.2f} ({row.best_per_seed[seed]:+.2f})"
+            if seed in row.best_per_seed
+            else f"{cells[seed]['scores'][summary]:.2f}"
+            if seed in cells
+            else "-"
+            for seed in seeds
+        ]
+        lines.append(f"| {row.strategy} | " + " | ".join(shown) + " |")
+    return lines
+
+
 def _at_or_above(row: Regret) -> str:
     return f"{row.best:+.2f}, {row.seeds_at_or_above} of {row.seeds} seed{'s' * (row.seeds > 1)} at or above"
 
@@ -780,6 +799,12 @@ def grid_section(
             f"strategies. Rank is by mean {summary} among the trained strategies (ties share a rank).",
             "",
             *regret_table(grid, curve, summary),
+            "",
+            "### Per seed",
+            "",
+            f"Each seed's {summary}, and in brackets its regret against the best fixed tau on that seed.",
+            "",
+            *per_seed_table(grid, found, curve, summary),
             "",
         ]
     if grid.get("compare_with"):

@@ -422,6 +422,7 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
     def avg(strategy, seed, found=cells):
         return found[strategy][seed]["scores"]["avg"]
 
+    regret_table, per_seed = section.split("### Per seed")
     fixed = ["fixed-0.01", "fixed-0.05", "fixed-0.1"]
     means = {s: np.mean([avg(s, seed) for seed in cells[s]]) for s in cells if s != "base-model"}
     best = max(fixed, key=means.get)
@@ -433,7 +434,13 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
         at_or_above = sum(avg(strategy, seed) >= avg(best, seed) for seed in seeds)
         median = np.mean([np.median([avg(f, seed) for f in fixed]) - avg(strategy, seed) for seed in seeds])
         row = f"| {regret:+.2f} | {at_or_above} / {len(seeds)} | {median:+.2f} | {order.index(strategy) + 1} |"
-        assert row in section.split(f"| {strategy} | ")[-1].splitlines()[0], strategy
+        assert row in regret_table.split(f"| {strategy} | ")[-1].splitlines()[0], strategy
+        # per seed: the score, and its regret against the best fixed tau on that seed; "-" for an unfinished seed
+        shown = [
+            f"{avg(strategy, seed):.2f} ({avg(best, seed) - avg(strategy, seed):+.2f})" if seed in seeds else "-"
+            for seed in (1, 2, 3)
+        ]
+        assert f"| {strategy} | {' | '.join(shown)} |" in per_seed, strategy
     cosine_regret = np.mean([avg(best, s) - avg("cosine", s) for s in (1, 2)])
     assert cosine_regret < 0  # shifted 0.5 above the best fixed tau
     verdict = f"met by cosine ({cosine_regret:+.2f}, 2 of 2 seeds at or above). Provisional: `tiny` has 15 of 16"

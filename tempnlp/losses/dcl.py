@@ -56,7 +56,8 @@ class DCLLoss(TemperatureContrastiveLoss):
             mini_batch_size: embed in mini-batches of this size with GradCache (same loss and gradients, the
                 memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
             gather_across_devices: in multi-process training, compute the loss over the global batch.
-            check_finite: raise a ValueError on NaN/inf embeddings (one host read per step).
+            check_finite: raise a ValueError on NaN/inf embeddings or, under a per-sample temperature, an index
+                out of range or repeated in the batch (one host read per step; False skips both checks).
 
         Requirements:
             1. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples; a batch needs

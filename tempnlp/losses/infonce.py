@@ -58,8 +58,9 @@ class InfoNCELoss(TemperatureContrastiveLoss):
                 memory of one mini-batch), like ST's CachedMultipleNegativesRankingLoss; None embeds at once.
             gather_across_devices: in multi-process training, compute the loss over the global batch (every
                 rank's embeddings, gathered with gradient); the result equals one process on that batch.
-            check_finite: raise a ValueError when an embedding holds NaN/inf. This reads one boolean from the
-                device per step; pass False to skip it.
+            check_finite: raise a ValueError when an embedding holds NaN/inf or, under a per-sample temperature,
+                an index is out of range or repeated in the batch. This reads one boolean from the device per
+                step; pass False to skip both checks.
             same_view_negatives: also contrast each anchor with the other anchors (and, symmetric, each positive
                 with the other positives): the NT-Xent / SimCLR layout.
 

@@ -67,7 +67,8 @@ class ISogCLRLoss(TemperatureContrastiveLoss):
             grad_clip: clip of the temperature gradient (5.0, as in the authors' code); None turns it off.
             symmetric: also score each document against the queries, with a separate state for documents (the
                 bimodal query/document form).
-            check_finite: check embeddings and indices (one host read per step).
+            check_finite: raise a ValueError on NaN/inf embeddings or an index out of range or repeated in the
+                batch (one host read per step; False skips both checks).
             temperature_network: predict tau from the embedding instead (see :class:`TempNetLoss`).
             queue_size: keep a momentum queue of this many extra negatives (MoCo / ESimCSE); 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
@@ -140,7 +141,7 @@ class TempNetLoss(ISogCLRLoss):
     useful in one-epoch runs such as unsupervised SimCSE. The network lives in the loss, so the trainer's optimizer
     updates it; ``learning_rate_mapping={r"temperature_network\\.": 1e-4}`` gives it its own learning rate.
 
-    Reference: Qiu, Guo, Xu, Hu, Zhang and Yang 2024, "To Cool or not to Cool? Temperature Network Meets Large
+    Reference: Qiu, Guo, Xu, Zhao, Zhang and Yang 2024, "To Cool or not to Cool? Temperature Network Meets Large
     Foundation Models via DRO", arXiv 2404.04575.
     """
 

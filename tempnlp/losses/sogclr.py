@@ -13,7 +13,10 @@ from tempnlp.temperature import TemperaturePolicy
 
 class SogCLRLoss(TemperatureContrastiveLoss):
     name = "SogCLRLoss"
-    summary = "InfoNCE gradient with a per-sample moving average of the partition function; any temperature"
+    summary = (
+        "InfoNCE gradient with a per-sample moving average of the partition function; any temperature except three "
+        "(rules.py)"
+    )
     paper = "Yuan et al. 2022 (SogCLR), arXiv 2202.12387"
     usage = "SogCLRLoss(model, num_samples, temperature=0.1)"
     paper_citation = """
@@ -51,8 +54,10 @@ class SogCLRLoss(TemperatureContrastiveLoss):
         Each training sample keeps a moving average of its partition function over the negatives, so a small
         batch gives a consistent gradient estimate. The state is addressed by dataset index: add it with
         :func:`tempnlp.state.add_index_column` and save it with every checkpoint with
-        :func:`tempnlp.train.track_loss_state`. Any temperature policy applies; with
-        :class:`~tempnlp.temperature.IndividualTemperature` this is iSogCLR (:class:`ISogCLRLoss`).
+        :func:`tempnlp.train.track_loss_state`. Any temperature policy applies except three that
+        :mod:`tempnlp.objectives.rules` refuses with the reason: a learnable tau, :class:`~tempnlp.temperature.Hardness`
+        and MACL's reweighting; with :class:`~tempnlp.temperature.IndividualTemperature` this is iSogCLR
+        (:class:`ISogCLRLoss`).
 
         Args:
             model: SentenceTransformer model.
@@ -63,7 +68,8 @@ class SogCLRLoss(TemperatureContrastiveLoss):
             same_view_negatives: also contrast each row with the other rows of its side (two-view layout).
             share_directions: one moving average per sample for both directions (with ``symmetric=True``): the
                 unimodal form, where anchor and positive are two views of one sample.
-            check_finite: check embeddings and indices (one host read per step).
+            check_finite: raise a ValueError on NaN/inf embeddings or an index out of range or repeated in the
+                batch (one host read per step; False skips both checks).
             queue_size: keep a momentum queue of this many extra negatives; 0 disables it.
             queue_momentum: EMA rate of the queue's encoder copy (0.995).
             mini_batch_size: GradCache mini-batch size (same loss, gradients and state updates); None: off.

@@ -29,7 +29,8 @@ class DCL(ContrastiveObjective):
         sigma: None for DCL, a positive number for DCLW.
         symmetric: add the document-to-anchor direction.
         anchor_negatives: also contrast each anchor with the other anchors.
-        check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
+        check_finite: raise a ValueError on NaN/inf embeddings or, under a per-sample temperature, an index out
+            of range or repeated in the batch (one host read per call; False skips both checks).
 
     Reference: Yeh, Hong, Hsu, Liu, Chen and LeCun 2022, "Decoupled Contrastive Learning", ECCV,
     arXiv 2110.06848.

@@ -29,7 +29,8 @@ class InfoNCE(ContrastiveObjective):
     Args:
         temperature: a number (fixed tau) or a :class:`~tempnlp.temperature.TemperaturePolicy`.
         symmetric: add the document-to-anchor direction.
-        check_finite: raise a ValueError on NaN/inf embeddings (one host read per call; False skips it).
+        check_finite: raise a ValueError on NaN/inf embeddings or, under a per-sample temperature, an index out
+            of range or repeated in the batch (one host read per call; False skips both checks).
         gather_across_devices: in multi-process training, evaluate the loss on the global batch (see
             :mod:`tempnlp.objectives.distributed`).
         same_view_negatives: also contrast each row with the other rows of its own side (the NT-Xent / SimCLR

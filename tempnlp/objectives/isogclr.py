@@ -40,7 +40,8 @@ class ISogCLR(SogCLR):
         grad_clip: clip of the temperature gradient G_i (5.0, as in the authors' code); None disables it.
         learn_temperature: False gives SogCLR (one fixed temperature ``tau_init``).
         symmetric: add the document-to-query direction, which keeps its own state (the bimodal form).
-        check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
+        check_finite: raise a ValueError on NaN/inf embeddings or an index out of range or repeated in the batch
+            (one host read per call; False skips both checks).
         temperature_network: a :class:`TempNet` (or any module mapping (B, d) embeddings to (B,) temperatures)
             that predicts tau_i from the detached query embedding (see
             :class:`~tempnlp.temperature.TempNetTemperature`).

@@ -1,7 +1,7 @@
 """Which temperature policy goes with which objective: the one place a combination is refused.
 
 A policy lists what it needs from the objective in ``policy.requires``; an objective lists what it offers in
-``objective.offers``. Two facts are needed today:
+``objective.offers``. Three facts are needed today:
 
 * MACL's ``1 / (1 - P_i)`` reweighting multiplies the row loss ``-log P_i``, which InfoNCE offers
   (``row_log_probability``); with the positive outside the partition (DCL, SogCLR) the row loss does not vanish as
@@ -10,6 +10,8 @@ A policy lists what it needs from the objective in ``policy.requires``; an objec
   it one way (``gradient_trained_tau``): InfoNCE and DCL. SogCLR's objective is ``tau * log s``, whose derivative
   in tau is ``-KL(p || uniform) <= 0``, so such a tau only grows; the DRO policies add the KL radius ``rho`` that
   bounds it.
+* A hardness penalty is added to the scaled logits (``logit_offset``), which InfoNCE and DCL take; SogCLR's
+  moving-average estimator weighs the negatives by ``exp(h / tau)`` alone.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class SogCLR(TrainingPosition, ContrastiveObjective):
         share_directions: one moving average per sample for both directions (the unimodal form, where anchor and
             positive are two views of one sample): each direction moves the stored ``s`` from the same previous
             value, and the sample keeps the mean of the two, as LibAUC's ``GCLoss_v1`` does. Needs ``symmetric``.
-        check_finite: raise a ValueError on NaN/inf embeddings or invalid indices (one host read per call).
+        check_finite: raise a ValueError on NaN/inf embeddings or an index out of range or repeated in the batch
+            (one host read per call; False skips both checks).
         gather_across_devices: in multi-process training, evaluate and update the state of the global batch.
     """
 

@@ -60,7 +60,8 @@ class TempNetTemperature(RobustTemperature):
     both directions of a symmetric objective.
 
     The network lives in the loss, so the trainer's optimizer updates it; with sentence-transformers' training
-    arguments ``learning_rate_mapping={r"temperature\\.network\\.": 1e-4}`` gives it its own learning rate.
+    arguments ``learning_rate_mapping={r"temperature\\.network\\.": 1e-4}`` gives it its own learning rate
+    (``temperature\\.policy\\.network\\.`` when :class:`Hardness` wraps it).
 
     Args:
         embedding_dim: the encoder's embedding size (a recipe fills it in).

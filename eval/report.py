@@ -264,7 +264,9 @@ def targets(
     adaptive = [s for s in trained if is_adaptive(s)]
     gains = {s: paired_differences(found, s, reference, [summary]) for s in adaptive} if reference in found else {}
     gains = {s: float(d.mean()) for s, d in gains.items() if d.size}  # paired: unfinished seeds do not count
-    if gains and not has_curve:
+    if fixed_temperatures(grid) and not has_curve:
+        lines.append("- The fixed-tau curve and its targets: once two fixed taus share a finished seed.")
+    elif gains and not has_curve:
         best = max(gains, key=gains.get)
         gain = gains[best]
         verdict = "met" if gain >= 0.3 else "not met"
@@ -306,7 +308,7 @@ class Regret:
     best_per_seed: dict[int, float]
     seeds_at_or_above: int
     seeds: int
-    median: float | None  # against the median of the fixed taus' scores, per seed
+    median: float  # against the median of the fixed taus' scores, per seed
     rank: int
 
 
@@ -329,45 +331,54 @@ class Curve:
         return "" if self.complete else f" Provisional: `{name}` has {self.done} of {self.total} cells."
 
 
+def curve_seeds(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]]) -> list[int]:
+    """The seeds every fixed tau of the grid has finished: the fixed-tau curve and every regret are read on these,
+    so that a fixed tau missing a seed cannot sit above the best one on the seeds it has."""
+    fixed = [name for name in fixed_temperatures(grid) if name in found]
+    return sorted(set.intersection(*(set(found[name]) for name in fixed))) if fixed else []
+
+
 def regrets(
     grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], summary: str, done: int, total: int
 ) -> Curve | None:
-    """The grid's fixed-tau curve and every trained strategy's regret against it, or None without two finished
-    fixed taus."""
+    """The grid's fixed-tau curve and every trained strategy's regret against it, or None without two fixed taus
+    that share a finished seed. Every number is read on the seeds every fixed tau has finished."""
     fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
-    if len(fixed) < 2:
+    complete = curve_seeds(grid, found)
+    if len(fixed) < 2 or not complete:
         return None
-    trained = [s for s in found if _trained(found[s])]
-    means = {s: float(np.mean([c["scores"][summary] for c in found[s].values()])) for s in trained}
-    complete = sorted(set.intersection(*(set(found[name]) for name in fixed)))  # seeds every fixed tau finished
-    if not complete:
-        return None
-    # the best fixed tau by its mean over the seeds every fixed tau has, so a tau with fewer seeds cannot win by luck
-    paired_means = {name: np.mean([found[name][seed]["scores"][summary] for seed in complete]) for name in fixed}
-    best = max(fixed, key=lambda name: (paired_means[name], -fixed[name]))
-    medians = {seed: float(np.median([found[name][seed]["scores"][summary] for name in fixed])) for seed in complete}
-    ranks = dict(zip(trained, stats.rankdata([-means[s] for s in trained], method="min").astype(int), strict=True))
+
+    def score(strategy: str, seed: int) -> float:
+        return found[strategy][seed]["scores"][summary]
+
+    # the best fixed tau by its mean over those seeds, as a user tuning tau on them would pick it
+    best = max(fixed, key=lambda name: (np.mean([score(name, seed) for seed in complete]), -fixed[name]))
+    medians = {seed: float(np.median([score(name, seed) for name in fixed])) for seed in complete}
     rows = []
-    for strategy in trained:
-        cells = found[strategy]
-        shared = sorted(set(cells) & set(found[best]))
+    for strategy in (s for s in found if _trained(found[s])):
+        shared = [seed for seed in complete if seed in found[strategy]]
         if not shared:
-            continue  # no seed to pair with the best fixed tau yet
-        against_best = [found[best][seed]["scores"][summary] - cells[seed]["scores"][summary] for seed in shared]
-        against_median = [medians[seed] - cells[seed]["scores"][summary] for seed in sorted(set(cells) & set(medians))]
+            continue  # no seed to pair with the fixed-tau curve yet
+        # rounded so that float noise in a difference of equal scores does not decide "at or above"
+        against_best = [round(score(best, seed) - score(strategy, seed), 9) for seed in shared]
+        against_median = [round(medians[seed] - score(strategy, seed), 9) for seed in shared]
         rows.append(
             Regret(
                 strategy=strategy,
-                mean=means[strategy],
-                spread=_mean_std([c["scores"][summary] for c in cells.values()]),
+                mean=float(np.mean([score(strategy, seed) for seed in shared])),
+                spread=_mean_std([score(strategy, seed) for seed in shared]),
                 best=float(np.mean(against_best)),
-                best_per_seed={seed: float(value) for seed, value in zip(shared, against_best, strict=True)},
+                best_per_seed=dict(zip(shared, against_best, strict=True)),
                 seeds_at_or_above=sum(value <= 0 for value in against_best),
-                seeds=len(against_best),
-                median=float(np.mean(against_median)) if against_median else None,
-                rank=int(ranks[strategy]),
+                seeds=len(shared),
+                median=float(np.mean(against_median)),
+                rank=0,
             )
         )
+    # ranked by regret, which is paired by seed, so a strategy with fewer seeds is compared on its own seeds
+    ranks = stats.rankdata([round(row.best, 9) for row in rows], method="min").astype(int)
+    for row, rank in zip(rows, ranks, strict=True):
+        row.rank = int(rank)
     return Curve(best, fixed[best], rows, done, total)
 
 
@@ -387,10 +398,9 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
         kind = "adaptive" if is_adaptive(row.strategy) else "-"
         kind = _tau_text(fixed[row.strategy]) if row.strategy in fixed else kind
         kind += " (chosen after seed 1)" if row.strategy in post_hoc(grid) else ""
-        median = "-" if row.median is None else f"{row.median:+.2f}"
         lines.append(
             f"| {row.strategy} | {kind} | {row.spread} | {row.best:+.2f} | {row.seeds_at_or_above} / {row.seeds} | "
-            f"{median} | {row.rank} |"
+            f"{row.median:+.2f} | {row.rank} |"
         )
     return lines
 
@@ -400,17 +410,18 @@ def per_seed_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, An
     numbers a finished seed fixes, which the means over seeds move away from as later seeds finish."""
     seeds = grid["seeds"]
     lines = ["| strategy | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
-    for row in curve.rows:
-        cells = found[row.strategy]
+    regrets_by_strategy = {row.strategy: row.best_per_seed for row in curve.rows}
+    for strategy in (s for s in found if _trained(found[s])):
+        cells, against_best = found[strategy], regrets_by_strategy.get(strategy, {})
         shown = [
-            f"{cells[seed]['scores'][summary]:.2f} ({row.best_per_seed[seed]:+.2f})"
-            if seed in row.best_per_seed
+            f"{cells[seed]['scores'][summary]:.2f} ({against_best[seed]:+.2f})"
+            if seed in against_best
             else f"{cells[seed]['scores'][summary]:.2f}"
             if seed in cells
             else "-"
             for seed in seeds
         ]
-        lines.append(f"| {row.strategy} | " + " | ".join(shown) + " |")
+        lines.append(f"| {strategy} | " + " | ".join(shown) + " |")
     return lines
 
 
@@ -466,26 +477,34 @@ def plot_fixed_curve(grid: dict[str, Any], found: dict[str, dict[int, dict[str, 
     fixed = {name: tau for name, tau in fixed_temperatures(grid).items() if name in found}
     if len(fixed) < 2:
         return None
+    # on the curve's seeds, as the regret table reads them; each fixed tau's own seeds until they share one
+    seeds = curve_seeds(grid, found)
+
+    def values(strategy: str) -> list[float]:
+        cells = found[strategy]
+        return [cells[seed]["scores"][summary] for seed in (seeds or cells) if seed in cells]
+
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     taus = list(fixed.values())
-    scores = [[c["scores"][summary] for c in found[name].values()] for name in fixed]
+    scores = [values(name) for name in fixed]
     axis.errorbar(
         taus,
-        [np.mean(values) for values in scores],
-        yerr=[np.std(values, ddof=1) if len(values) > 1 else 0.0 for values in scores],
+        [np.mean(points) for points in scores],
+        yerr=[np.std(points, ddof=1) if len(points) > 1 else 0.0 for points in scores],
         fmt="o-",
         color="black",
         capsize=3,
-        label="fixed tau (mean ± std over seeds)",
+        label="fixed tau (mean ± std over seeds every fixed tau finished)",
     )
     colours = plt.get_cmap("tab10")
-    adaptive = [s for s in found if is_adaptive(s) and _trained(found[s])]
+    adaptive = [s for s in found if is_adaptive(s) and _trained(found[s]) and values(s)]
     for number, strategy in enumerate(adaptive):
-        values = [c["scores"][summary] for c in found[strategy].values()]
-        colour = colours(number % 10)
-        axis.axhspan(min(values), max(values), color=colour, alpha=0.15, linewidth=0)
-        axis.axhline(float(np.mean(values)), color=colour, linewidth=1, label=f"{strategy} (band: seed range)")
+        points, colour = values(strategy), colours(number % 10)
+        band = "band: seed range" if len(points) > 1 else "one seed"
+        later = ", chosen after seed 1" if strategy in post_hoc(grid) else ""
+        axis.axhspan(min(points), max(points), color=colour, alpha=0.15, linewidth=0)
+        axis.axhline(float(np.mean(points)), color=colour, linewidth=1, label=f"{strategy} ({band}{later})")
     axis.set_xscale("log")
     axis.set_xticks(taus, [_tau_text(tau) for tau in taus])
     axis.minorticks_off()
@@ -791,18 +810,20 @@ def grid_section(
         lines += [
             "### Against the fixed-tau curve",
             "",
-            f"Regret is a fixed tau's {summary} minus the strategy's, paired by seed and averaged over the seeds "
-            "both ran (positive: the strategy scores below). The best fixed tau is the one with the best mean over "
-            "the seeds every fixed tau finished, as a user tuning tau on this task would pick it; the median fixed "
-            "tau is, per such seed, the median of the fixed taus' scores, what an untuned pick gives. The best "
-            "fixed tau is picked on the same test scores it is compared on, which favours it over the adaptive "
-            f"strategies. Rank is by mean {summary} among the trained strategies (ties share a rank).",
+            "Every column is read on the seeds every fixed tau has finished (the curve's seeds), and on those of "
+            f"them the strategy has finished. Regret is a fixed tau's {summary} minus the strategy's, paired by seed "
+            "and averaged (positive: the strategy scores below). The best fixed tau is the one with the best mean "
+            "on the curve's seeds, as a user tuning tau on this task would pick it; the median fixed tau is, per "
+            "seed, the median of the fixed taus' scores, what an untuned pick gives. The best fixed tau is picked on "
+            "the same test scores it is compared on, which favours it over the adaptive strategies. Rank is by "
+            "regret against the best fixed tau (ties share a rank).",
             "",
             *regret_table(grid, curve, summary),
             "",
             "### Per seed",
             "",
-            f"Each seed's {summary}, and in brackets its regret against the best fixed tau on that seed.",
+            f"Each seed's {summary}, and in brackets its regret against the best fixed tau on that seed, once every "
+            "fixed tau has finished the seed.",
             "",
             *per_seed_table(grid, found, curve, summary),
             "",

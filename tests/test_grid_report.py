@@ -520,3 +520,60 @@ def test_cells_run_beside_other_work_are_named_in_the_cost_section(tmp_path):
         tmp_path / "eval" / "plots",
     )  # fmt: skip
     assert "so their times may be inflated: fixed-0.1 seed 2 (3.6)." in text
+
+
+def test_while_a_fixed_tau_misses_a_seed_every_regret_is_read_on_the_seeds_all_fixed_taus_finished():
+    """fixed-0.01 has not run seed 2: the best fixed tau, the regrets, the medians, the ranks and the verdicts are
+    all read on seed 1. Pairing macl's seed 2 with the best tau's would call macl above a curve that fixed-0.02
+    tops on that seed."""
+    taus = {"fixed-0.01": 0.01, "fixed-0.02": 0.02, "fixed-0.05": 0.05, "fixed-0.1": 0.1}
+    grid = {
+        "name": "partial",
+        "metric": "sts",
+        "seeds": [1, 2],
+        "strategies": {
+            **{name: {"loss.temperature": tau} for name, tau in taus.items()},
+            "macl": {"loss.temperature": "macl"},
+            "learnable": {"loss.temperature": "learnable"},
+        },
+    }
+    scores = {
+        "fixed-0.01": {1: 70.0},
+        "fixed-0.02": {1: 78.0, 2: 80.0},
+        "fixed-0.05": {1: 79.0, 2: 77.0},
+        "fixed-0.1": {1: 77.0, 2: 77.0},
+        "macl": {1: 78.5, 2: 78.5},
+        "learnable": {2: 81.0},  # no seed the curve has: no regret yet
+    }
+    found = {
+        name: {
+            seed: {"trained": True, "scores": {"avg": value}, "training": {"median_step_seconds": 1.0}}
+            for seed, value in by_seed.items()
+        }
+        for name, by_seed in scores.items()
+    }
+    curve = report_module.regrets(grid, found, "avg", done=10, total=12)
+    best = max(taus, key=lambda name: scores[name][1])  # seed 1 is the only seed every fixed tau has
+    assert (curve.best, curve.tau) == (best, 0.05)
+    median = float(np.median([scores[name][1] for name in taus]))
+    expected = {
+        name: (scores[best][1] - scores[name][1], median - scores[name][1])
+        for name in [*taus, "macl"]  # learnable has only seed 2
+    }
+    got = {row.strategy: (row.best, row.median) for row in curve.rows}
+    assert got.keys() == expected.keys()
+    assert all(got[name] == pytest.approx(expected[name]) for name in expected), (got, expected)
+    assert all(row.seeds == 1 and list(row.best_per_seed) == [1] for row in curve.rows)
+    ranked = sorted(expected, key=lambda name: expected[name][0])
+    assert [row.strategy for row in sorted(curve.rows, key=lambda row: row.rank)] == ranked
+    verdicts = report_module.regret_targets(grid, curve, "avg")
+    assert "not met; the closest is macl (+0.50, 0 of 1 seed at or above)" in verdicts[1]
+    table = report_module.per_seed_table(grid, found, curve, "avg")
+    assert "| fixed-0.02 | 78.00 (+1.00) | 80.00 |" in table  # seed 2 has no curve yet: the score alone
+    assert "| learnable | - | 81.00 |" in table
+    # before two fixed taus share a seed there is no curve, and grid 1's "+0.3 over the reference" is not its target
+    early = {"fixed-0.05": found["fixed-0.05"], "macl": found["macl"]}
+    assert report_module.regrets({**grid, "reference": "fixed-0.05"}, early, "avg", done=4, total=12) is None
+    lines = report_module.targets({**grid, "reference": "fixed-0.05"}, early, "avg", has_curve=False)
+    assert "- The fixed-tau curve and its targets: once two fixed taus share a finished seed." in lines
+    assert not any("target +0.3" in line for line in lines)

@@ -71,6 +71,35 @@ def test_global_dro_tau_follows_the_mean_robust_gradient(objective_cls, symmetri
     assert policy.tau.item() == pytest.approx(tau, rel=1e-12)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_in_float32_the_logged_tau_is_the_one_the_step_used_not_the_updated_buffer(symmetric):
+    """In float32 ``tau.to(float32)`` is the buffer itself; the update after the step would then rewrite the tau the
+    loss logs (the float64 test above casts, so a copy, and cannot see it)."""
+    policy = GlobalDROTemperature(0.1, 0.01, 1.0, rho=0.3, eta=0.5, beta=1.0, grad_clip=None)
+    objective = InfoNCE(policy, symmetric=symmetric)
+    generator = torch.Generator().manual_seed(1)
+    anchors = torch.randn(BATCH, DIM, generator=generator, requires_grad=True)
+    positives = torch.randn(BATCH, DIM, generator=generator, requires_grad=True)
+    used = policy.tau.item()
+    objective(anchors, [positives]).backward()
+    assert policy.tau.item() != pytest.approx(used, abs=1e-3)  # it moved
+    stats = objective.temperature_stats()
+    assert stats["tau_mean"] == pytest.approx(used, rel=1e-6) and stats["tau_max"] == pytest.approx(used, rel=1e-6)
+
+
+def test_global_dro_tau_stays_within_its_bounds_under_a_large_step():
+    """A step size that would carry tau far past either bound leaves it on the bound (the paper's projection)."""
+    generator = torch.Generator().manual_seed(2)
+    anchors = torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
+    for rho, bound in ((1e-6, 0.5), (math.log(BATCH) - 1e-3, 0.01)):  # a small rho pushes tau up, near log(n) down
+        policy = GlobalDROTemperature(0.05, 0.01, 0.5, rho=rho, eta=1e3, beta=1.0, grad_clip=None)
+        objective = InfoNCE(policy).double()
+        for _ in range(3):
+            positives = anchors + 0.4 * torch.randn(BATCH, DIM, generator=generator, dtype=torch.float64)
+            objective(anchors.clone().requires_grad_(), [positives]).backward()
+        assert policy.tau.item() == pytest.approx(bound, rel=1e-6), rho
+
+
 def test_global_dro_state_is_checkpointed_and_refused_without_gathering_under_ddp(tiny_model):
     from tempnlp.losses import InfoNCELoss
 

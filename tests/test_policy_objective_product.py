@@ -21,6 +21,7 @@ from tempnlp.objectives import DCL, InfoNCE, SogCLR
 from tempnlp.temperature import (
     DySTreSSTemperature,
     FixedTemperature,
+    Hardness,
     IndividualTemperature,
     LearnableTemperature,
     MACLTemperature,
@@ -58,6 +59,7 @@ class RefPolicy:
 
     reweight = False
     robust = False  # Individual / TempNet: the robust temperature gradient G_i is computed for them
+    hardness = 0.0  # LLaVE's alpha: alpha * stopgrad(s_ij) joins the forward direction's in-batch negatives' logits
     grad_clip = math.inf
 
     def __init__(self) -> None:
@@ -203,6 +205,18 @@ class RefObjective:
             size = len(pool)
             sims = [[cos(q, c) for c in pool] for q in queries]
             taus = self.policy.taus(direction, queries, sims, alignment, indices, training, stop)
+            # hardness (in-batch negatives): documents and queue entries but the row's own column entries
+            offsets = [
+                [
+                    self.policy.hardness * sg(sims[i][j], stop)
+                    if direction == 0
+                    and j < len(documents) + len(extras)
+                    and not (j < len(documents) and j % batch == i)
+                    else 0.0
+                    for j in range(size)
+                ]
+                for i in range(batch)
+            ]
             losses, gradients, tau_term = [], [], 0.0
             for i in range(batch):
                 excluded = set() if self.kind == "infonce" else {i}
@@ -212,15 +226,16 @@ class RefObjective:
                 count = len(members)
                 s, t = sims[i], taus[i]
                 h = {j: s[j] - s[i] for j in members}
+                o = offsets[i]
                 if self.kind == "infonce":
-                    log_partition = torch.log(sum(torch.exp(s[j] / t[j]) for j in members))
+                    log_partition = torch.log(sum(torch.exp(s[j] / t[j] + o[j]) for j in members))
                     row = log_partition - s[i] / t[i]
                     if self.policy.reweight:
                         probability = sg(torch.exp(s[i] / t[i] - log_partition), stop)
                         row = row * (1 / (1 - probability))
                     estimate = None
                 elif self.kind == "dcl":
-                    row = torch.log(sum(torch.exp(s[j] / t[j]) for j in members)) - weights[i] * s[i] / t[i]
+                    row = torch.log(sum(torch.exp(s[j] / t[j] + o[j]) for j in members)) - weights[i] * s[i] / t[i]
                     estimate = None
                 else:
                     # margins of the scaled logits, in units of the positive's tau: h_ij / tau_i for one tau a row
@@ -242,7 +257,7 @@ class RefObjective:
                         g0 = math.log(estimate) - weighted / tau.item()
                         tau_term = tau_term + g0 * (tau - tau.detach()) / batch
                 losses.append(row)
-                if self.policy.robust and training:
+                if self.policy.robust and training:  # from the unpenalised margins: the penalty is not seen
                     tau = float(t[i])
                     assert self.policy.rho < math.log(count), "choose rho below log(n_i) for a tau step"
                     margins = [h[j].item() for j in members]
@@ -291,6 +306,11 @@ def _individual_reference(clip_at: float) -> Callable:
     return build
 
 
+def _with_hardness(reference: RefPolicy, strength: float) -> RefPolicy:
+    reference.hardness = strength
+    return reference
+
+
 # name -> (tempnlp policy factory, reference factory(policy after .double(), number of directions))
 POLICIES: dict[str, tuple[Callable, Callable]] = {
     "fixed": (lambda: FixedTemperature(0.05), lambda policy, n: RefFixed(0.05)),
@@ -310,6 +330,14 @@ POLICIES: dict[str, tuple[Callable, Callable]] = {
     "individual": (_individual, _individual_reference(5.0)),
     "individual-clipped": (_individual_clipped, _individual_reference(0.6)),  # clips about half the rows
     "tempnet": (_tempnet, lambda policy, n: RefTempNet(policy.network, 0.05, 1.0, 0.3, 5.0)),
+    "hardness-macl": (
+        lambda: Hardness(MACLTemperature(tau0=0.1, alpha=0.5, A0=0.2, min_tau=1e-4), "in_batch_negatives", 2.0),
+        lambda policy, n: _with_hardness(RefMACL(0.1, 0.5, 0.2, 1e-4, reweight=False), 2.0),
+    ),
+    "hardness-individual": (
+        lambda: Hardness(_individual(), "in_batch_negatives", 2.0),
+        lambda policy, n: _with_hardness(_individual_reference(5.0)(policy.policy, n), 2.0),
+    ),
 }
 
 OBJECTIVES = {
@@ -335,18 +363,21 @@ def _reference_objective(name, policy, symmetric, anchor_negatives=False) -> Ref
 
 
 def _pairs(policies=POLICIES, objectives=OBJECTIVES) -> list[tuple[str, str]]:
-    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only, and a tau trained by
-    the loss's own gradient is refused on SogCLR (see test_a_learnable_tau_is_refused_on_sogclr)."""
+    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only, a tau trained by
+    the loss's own gradient is refused on SogCLR (see test_a_learnable_tau_is_refused_on_sogclr), and so is the
+    hardness penalty, a logit offset SogCLR's estimator does not take."""
     return [
         (p, o)
         for o in objectives
         for p in policies
-        if (o == "infonce" or "reweight" not in p) and not (p == "learnable" and o == "sogclr")
+        if (o == "infonce" or "reweight" not in p)
+        and not (p == "learnable" and o == "sogclr")
+        and not (p.startswith("hardness") and o == "sogclr")  # SogCLR takes no logit offset
     ]
 
 
 def _stateful(policy: str, objective: str) -> bool:
-    return policy.startswith("individual") or objective == "sogclr"
+    return "individual" in policy or objective == "sogclr"
 
 
 def _batch(step: int, negatives: int, queue: bool):
@@ -511,6 +542,7 @@ SENSITIVITY = [
     ("fixed", "dclw"),  # DCLW's weights
     ("fixed", "sogclr"),  # SogCLR's p_ij
     ("tempnet", "infonce"),  # TempNet's input
+    ("hardness-macl", "infonce"),  # the hardness penalty
 ]
 
 

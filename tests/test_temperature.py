@@ -14,9 +14,11 @@ from tempnlp.temperature import (
     CosineScheduleTemperature,
     DySTreSSTemperature,
     FixedTemperature,
+    GlobalDROTemperature,
     IndividualTemperature,
     LearnableTemperature,
     MACLTemperature,
+    TempNetTemperature,
     as_policy,
 )
 
@@ -222,3 +224,35 @@ def test_every_named_policy_builds_with_defaults():
             policy.set_progress(0, 10)
         tau = policy(sims.float(), pos.float(), anchors=anchors)
         assert torch.isfinite(tau).all() and (tau > 0).all(), name
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: IndividualTemperature(num_samples=8, tau_init=0.05, tau_min=0.01),
+        lambda: GlobalDROTemperature(tau_init=0.05, tau_min=0.01),
+        lambda: TempNetTemperature(embedding_dim=16, num_samples=8, tau_init=0.05, tau_min=0.01),
+    ],
+    ids=["individual", "global-dro", "tempnet"],
+)
+def test_what_a_dro_policy_reads_after_the_step_carries_no_gradient(build, monkeypatch):
+    """The robust gradient G_i moves tau by its own update, never through autograd. Today every path that reads it
+    is also multiplied by zero or sits under no_grad, so the losses' gradients cannot show a leak; this pins the
+    detaches themselves, so that a refactor which drops that multiplier fails here first."""
+    policy = build()
+    seen = []
+    update = type(policy).update
+
+    def recording(self, row_losses, statistics):
+        seen.append((statistics, self.clipped_gradient(statistics)))
+        return update(self, row_losses, statistics)
+
+    monkeypatch.setattr(type(policy), "update", recording)
+    generator = torch.Generator().manual_seed(3)
+    anchors = torch.randn(8, 16, generator=generator, requires_grad=True)
+    positives = torch.randn(8, 16, generator=generator, requires_grad=True)
+    InfoNCE(policy, symmetric=True)(anchors, [positives], indices=torch.arange(8)).backward()
+    assert len(seen) == 2  # both directions
+    for statistics, gradient in seen:
+        assert not statistics.similarities.requires_grad and not statistics.tau.requires_grad
+        assert not gradient.requires_grad and gradient.grad_fn is None

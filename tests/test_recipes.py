@@ -540,7 +540,13 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(run_env, tiny_m
     [
         ("InfoNCELoss", "{policy: individual, tau_init: 0.05, tau_min: 0.02, tau_max: 0.2, rho: 0.3}"),
         ("DCLLoss", "{policy: tempnet, hidden: 16, tau_init: 0.05, tau_min: 0.02, tau_max: 0.2}"),
+        (  # wrapped: what the inner policy needs, the run still gives it (grid 4's hardness strategies)
+            "InfoNCELoss",
+            "{policy: hardness, temperature: {policy: individual, tau_init: 0.05, tau_min: 0.02, tau_max: 0.2, "
+            "rho: 0.3}}",
+        ),
     ],
+    ids=["individual-infonce", "tempnet-dcl", "hardness-individual-infonce"],
 )
 def test_a_per_sample_policy_on_another_objective_through_tempnlp_train(run_env, tiny_model_path, loss, policy):
     """A recipe puts iSogCLR's per-sample tau on InfoNCE and TempNet on DCL: the run adds the index column, fills
@@ -557,7 +563,8 @@ def test_a_per_sample_policy_on_another_objective_through_tempnlp_train(run_env,
     assert histograms["seen"] == 32 and histograms["document"]["seen"] == 32  # both directions, every sample
     state = torch.load(out / "checkpoint-8" / "loss_state.pt", weights_only=True)
     if "individual" in policy:
-        tau = state["objective.temperature.states.0.tau"]
+        prefix = "objective.temperature.policy." if "hardness" in policy else "objective.temperature."
+        tau = state[f"{prefix}states.0.tau"]
         assert len(set(tau.tolist())) > 5  # the temperatures moved, one per sample
     else:
         assert any(key.startswith("objective.temperature.network.") for key in state)

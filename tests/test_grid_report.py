@@ -577,3 +577,27 @@ def test_while_a_fixed_tau_misses_a_seed_every_regret_is_read_on_the_seeds_all_f
     lines = report_module.targets({**grid, "reference": "fixed-0.05"}, early, "avg", has_curve=False)
     assert "- The fixed-tau curve and its targets: once two fixed taus share a finished seed." in lines
     assert not any("target +0.3" in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["nli-tau-regret", "scifact-tau-regret"])
+def test_the_strategy_chosen_after_seed_one_wraps_the_lowest_seed_one_regret(name):
+    """The post-hoc hardness strategy wraps the adaptive policy (as the grid sets it) with the lowest seed-1 regret
+    against that seed's best fixed tau, read from the result files, and the description quotes that regret."""
+    grid = grid_module.load_grid(ROOT / "eval" / "grids" / f"{name}.yaml")
+    results = ROOT / "eval" / "results" / "grids" / name
+    metric = report_module.SUMMARY[grid["metric"]]
+
+    def seed_one(strategy):
+        return json.loads((results / strategy / "seed-1.json").read_text())["scores"][metric]
+
+    best = max(seed_one(strategy) for strategy in report_module.fixed_temperatures(grid))
+    later = set(grid["post_hoc"])
+    candidates = [s for s in grid["strategies"] if report_module.is_adaptive(s) and s not in later]
+    regrets = {strategy: best - seed_one(strategy) for strategy in candidates}
+    chosen = min(regrets, key=regrets.get)
+    (wrapper,) = later
+    assert (
+        grid["strategies"][wrapper]["loss.temperature"]["temperature"]
+        == (grid["strategies"][chosen]["loss.temperature"])
+    )
+    assert f"(regret {regrets[chosen]:+.2f})." in " ".join(grid["description"].split()).split("Seed 1 chose")[1]

@@ -222,9 +222,24 @@ def _quoted_sentences(r: Report) -> list[str]:
         + ", ".join(seed_one(retrieval, strategy) for strategy in fixed[:3])
         + f" and {seed_one(retrieval, fixed[3])} nDCG@10, all above the untrained model's "
         f"{r.score(retrieval, 'base-model', 'ndcg@10')}, and the peak is again "
-        f"{peak(retrieval).removeprefix('fixed-')}; learnable tau scores {scored(retrieval, 'learnable')} and MACL "
-        f"{scored(retrieval, 'macl')}"
+        f"{peak(retrieval).removeprefix('fixed-')}"
     )
+    above, below = ["individual", "macl", "cooldown", "cosine"], ["learnable", "dystress", "tempnet"]
+    count = ["no", "one", "two", "three", "four", "five"][len(above)]
+    sentences.append(
+        f"On that seed {count} adaptive temperatures score above it: the per-sample tau "
+        f"{scored(retrieval, 'individual')}, MACL {scored(retrieval, 'macl')}, the cool-down "
+        f"{scored(retrieval, 'cooldown')} and the cosine schedule {scored(retrieval, 'cosine')}; learnable tau "
+        f"{scored(retrieval, 'learnable')}, DySTreSS {scored(retrieval, 'dystress')} and TempNet "
+        f"{scored(retrieval, 'tempnet')} sit just below, and the global DRO tau {scored(retrieval, 'global-dro')} "
+        "below the untrained model"
+    )
+    regret_on_seed_one = {s: float(r.on_seed(retrieval, s, 1)[1]) for s in [*above, *below, "global-dro"]}
+    assert all(regret_on_seed_one[s] < 0 for s in above) and all(0 < regret_on_seed_one[s] < 0.5 for s in below)
+    assert len(above) == sum(regret < 0 for regret in regret_on_seed_one.values())  # "four", and no other
+    assert float(seed_one(retrieval, "global-dro")) < float(r.score(retrieval, "base-model", "ndcg@10"))
+    assert min(regret_on_seed_one, key=regret_on_seed_one.get) == "individual"  # "the lowest regret here"
+    assert float(seed_one(regret, "individual")) < float(r.score(regret, "base-model"))  # "below ... on NLI"
     assert all(float(seed_one(retrieval, s)) > float(r.score(retrieval, "base-model", "ndcg@10")) for s in fixed)
     assert peak(retrieval) == nli_peak  # "again"
     for grid in ("nli-tau-regret", "scifact-tau-regret"):

@@ -405,7 +405,9 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
     return lines
 
 
-def per_seed_table(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], curve: Curve, summary: str):
+def per_seed_table(
+    grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], curve: Curve, summary: str
+) -> list[str]:
     """Each trained strategy's score on each seed, with its regret against the best fixed tau on that seed: the
     numbers a finished seed fixes, which the means over seeds move away from as later seeds finish."""
     seeds = grid["seeds"]

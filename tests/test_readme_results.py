@@ -85,14 +85,6 @@ class Report:
             if row["strategy"] != ref and row["× reference"] != "-"
         ]
 
-    def best_fixed(self, grid: str) -> str:
-        block = self.text.split(f"## {grid}\n")[1]
-        return re.search(r"regret vs best fixed tau \(([\d.]+)\)", block).group(1)
-
-    def regret(self, grid: str, strategy: str) -> str:
-        row = self.row(grid, "Against the fixed-tau curve", strategy)
-        return next(value for column, value in row.items() if column.startswith("regret vs best fixed tau"))
-
     def on_seed(self, grid: str, strategy: str, seed: int) -> tuple[str, str]:
         """(score, regret against the best fixed tau) of one seed, from the per-seed table."""
         cell = self.row(grid, "Per seed", strategy)[f"seed {seed}"]

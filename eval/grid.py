@@ -155,17 +155,20 @@ def _record(grid: dict[str, Any], cell: Cell, seconds: float, peak_mib: float) -
             recipe=results["recipe"],
             versions=results["versions"],
             machine=results.get("machine"),
+            boot_id=results.get("boot_id"),
             training=results["train"],
             curve=results["curve"],
             peak_memory_mib=results["peak_memory"]["host_rss_mib"],
             tau_histogram=json.loads(histograms.read_text()) if histograms.is_file() else None,
         )
     else:
-        from tempnlp.provenance import machine_description, package_versions
+        from tempnlp.provenance import boot_id, machine_description, package_versions
 
         name = "retrieval.json" if grid["metric"] == "retrieval" else "sts.json"
         after = {grid["metric"]: json.loads((cell.run_dir / name).read_text())}
-        record.update(versions=package_versions(), machine=machine_description(), peak_memory_mib=peak_mib)
+        record.update(
+            versions=package_versions(), machine=machine_description(), boot_id=boot_id(), peak_memory_mib=peak_mib
+        )
     if grid["metric"] == "retrieval":
         record["scores"] = {key: round(value, 4) for key, value in after["retrieval"]["scores"].items()}
     else:

@@ -185,28 +185,41 @@ def _mean_cost(cells: dict[int, dict[str, Any]], read) -> float | None:
 
 def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, reference: str, read) -> float | None:
     """The mean over shared seeds of the strategy's cost over the reference's in the same seed, where both cells
-    ran on the same machine (as recorded; two cells that recorded none count as one machine, which the report
-    says), so machines that differ between seeds cancel out. The untrained model (one cell) is set against the
-    reference's mean."""
+    ran in one boot of one machine (as recorded: a machine description names a CPU model, not a host, and one
+    description ran at different speeds across sessions; cells that recorded no boot or no machine are paired on
+    what they recorded, which the report says), so machines that differ between seeds cancel out. The untrained
+    model (one cell) is set against the reference's mean."""
     mine, theirs = found[strategy], found.get(reference, {})
     if not _trained(mine):
         value, base = _mean_cost(mine, read), _mean_cost(theirs, read)
         return value / base if value is not None and base else None
-    same_machine = [
-        seed for seed in sorted(set(mine) & set(theirs)) if mine[seed].get("machine") == theirs[seed].get("machine")
-    ]
+    same_machine = [seed for seed in sorted(set(mine) & set(theirs)) if _host(mine[seed]) == _host(theirs[seed])]
     pairs = [(read(mine[seed]), read(theirs[seed])) for seed in same_machine]
     ratios = [value / base for value, base in pairs if value is not None and base]
     return float(np.mean(ratios)) if ratios else None
 
 
+def _host(cell: dict[str, Any]) -> tuple[str | None, str | None]:
+    return cell.get("machine"), cell.get("boot_id")
+
+
 def _machines(found: dict[str, dict[int, dict[str, Any]]]) -> str:
     counts: dict[str, int] = {}
+    boots: dict[str, list[str]] = {}  # per machine, the boot of every cell that recorded one
     for cells in found.values():
         for cell in cells.values():
             machine = cell.get("machine") or "not recorded (cells run before machines were recorded)"
             counts[machine] = counts.get(machine, 0) + 1
-    return "; ".join(f"{machine}: {count} cell{'s' * (count != 1)}" for machine, count in sorted(counts.items()))
+            if cell.get("boot_id"):
+                boots.setdefault(machine, []).append(cell["boot_id"])
+    described = []
+    for machine, count in sorted(counts.items()):
+        text = f"{machine}: {count} cell{'s' * (count != 1)}"
+        if machine in boots:
+            distinct = len(set(boots[machine]))
+            text += f" ({len(boots[machine])} of them in {distinct} recorded boot{'s' * (distinct != 1)})"
+        described.append(text)
+    return "; ".join(described)
 
 
 def cost_table(found: dict[str, dict[int, dict[str, Any]]], reference: str) -> list[str]:
@@ -795,9 +808,11 @@ def grid_section(
             "Median seconds per optimizer step (forward, backward and update; logging and checkpoints excluded), "
             "the cell's wall time (loading, training and the final evaluation) and its peak resident memory during "
             "training: means over seeds, and × reference the mean over seeds of the ratio to the reference's cell of "
-            "the same seed run on the same machine (the untrained model: to the reference's mean). Cells that "
-            "recorded no machine (run before machines were recorded) are paired with each other by seed, on the "
-            "assumption that one session ran them. Cells ran one after another on shared 2-core machines; the "
+            "the same seed run in the same boot of the same machine (the untrained model: to the reference's mean): "
+            "a machine description names a CPU model, not a host, and a shared host can run slower after a "
+            "restart. Cells that recorded no boot (run before boots were recorded) are paired with each other by "
+            "machine and seed, and cells that recorded no machine by seed, on the assumption that one session ran "
+            "them. Cells ran one after another on shared 2-core machines; the "
             "median keeps a few disturbed steps from moving the step time.",
             "",
             *cost_table(found, reference),

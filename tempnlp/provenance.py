@@ -1,4 +1,4 @@
-"""What a result was produced with: package versions, the machine, and a revision for a local model.
+"""What a result was produced with: package versions, the machine and its boot, and a revision for a local model.
 
 Training (``results.json``), the grid runner and the benchmarks under ``eval/`` record these; ``tempnlp eval mteb``
 files a local model's results under :func:`content_revision`.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["content_revision", "machine_description", "package_versions"]
+__all__ = ["boot_id", "content_revision", "machine_description", "package_versions"]
 
 
 def package_versions() -> dict[str, str]:
@@ -40,6 +40,19 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         processor = f"{torch.cuda.get_device_name()} (GPU), {processor}"
     return f"{processor}, {platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def boot_id() -> str | None:
+    """The kernel's id of this boot (Linux), or None where there is none.
+
+    A machine description names a CPU model, not a host: a shared machine with the same description can run at
+    another speed after a restart, so timings are only compared between results of one boot.
+    """
+    path = Path("/proc/sys/kernel/random/boot_id")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def content_revision(model_path: Path) -> str:

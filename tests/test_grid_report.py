@@ -184,6 +184,8 @@ def test_a_tiny_grid_runs_cells_in_subprocesses_and_records_them(tmp_path, monke
     assert record["training"]["timed_steps"] == 4 and record["training"]["median_step_seconds"] > 0
     assert record["tau_histogram"]["histograms"][-1]["seen"] == 16
     assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"] and "torch threads" in record["machine"]
+    # the boot the cell trained in, so that the report pairs step times of one host only
+    assert record["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert not (tmp_path / "runs" / "tiny" / "isogclr" / "seed-7" / "model").exists()  # only the record is kept
     mtime = (tmp_path / "results" / "tiny" / "mnrl" / "seed-7.json").stat().st_mtime_ns
     assert grid_module.main([str(path)]) == 0  # all done: nothing reruns
@@ -293,6 +295,17 @@ def test_report_says_which_cells_are_missing(tmp_path):
     (results / "tiny" / "macl" / "seed-2.json").write_text(json.dumps(other))
     text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
     assert "| macl | 3.010 | 1.020 |" in text  # seed 1 alone: mean step (1.02 + 5.0) / 2, ratio 1.02
+    # one machine description in two boots: a shared host ran slower after a restart, so a cell from another boot
+    # than the reference's cell of its seed is not paired either, while cells of one boot are
+    (results / "tiny" / "mnrl" / "seed-2.json").write_text(json.dumps({**cells["mnrl"][2], "boot_id": "monday"}))
+    tuesday = {**cells["macl"][2], "training": {"median_step_seconds": 5.0}, "boot_id": "tuesday"}
+    (results / "tiny" / "macl" / "seed-2.json").write_text(json.dumps(tuesday))
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    assert "| macl | 3.010 | 1.020 |" in text
+    assert "(2 of them in 2 recorded boots)" in text
+    (results / "tiny" / "macl" / "seed-2.json").write_text(json.dumps({**tuesday, "boot_id": "monday"}))
+    text = report_module.build_report(grids, results, tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots")
+    assert "| macl | 3.010 | 3.010 |" in text  # seed 2 pairs again: 5.0 / 1.0, mean with seed 1's 1.02
 
 
 def test_targets_count_only_adaptive_temperatures_and_name_strategies_without_a_cost_pair(tmp_path):

@@ -7,7 +7,7 @@ The output folder holds, when the run ends::
     log_history.json/.csv   loss, learning rate, temperature and evaluation scores at every log
     tau_histograms.json/png per-sample temperatures at every evaluation (per-sample losses)
     model/                  a sentence-transformers model folder; its README.md names loss, temperature, data, scores
-    results.json            scores before and after, wall time, peak memory, package versions
+    results.json            scores before and after, wall time, peak memory, package versions, machine and boot
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ from tempnlp.data.sources import Located, beir_folder, build_train_dataset, loca
 from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.models import model_not_found
 from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
-from tempnlp.provenance import machine_description, package_versions  # also imported from here by eval/bench_loss.py
+from tempnlp.provenance import (
+    boot_id,
+    machine_description,
+    package_versions,
+)  # also imported from here by eval/bench_loss.py
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.folder import LOCK_FILE, RunLock, check_writable, checkpoint_problem, remove_leftovers
 from tempnlp.train.logs import (
@@ -677,6 +681,7 @@ def _run_recipe(
         "peak_memory": peak_memory,
         "versions": package_versions(),
         "machine": machine_description(),
+        "boot_id": boot_id(),
         "command": " ".join(["tempnlp", *sys.argv[1:]]) if sys.argv[0].endswith("tempnlp") else None,
     }
     write_json_atomic(output_dir / RESULTS_FILE, results)

@@ -304,7 +304,9 @@ def targets(
         else:
             verdict = "not measured"
         if unpaired:
-            verdict += f"; no reference cell of the same seed on the same machine for {', '.join(unpaired)}"
+            verdict += (
+                f"; no reference cell of the same seed in the same boot of the same machine for {', '.join(unpaired)}"
+            )
         lines.append(f"- Time per step within 1.05x of the reference: {verdict}.")
     return lines
 

@@ -327,7 +327,7 @@ def test_targets_count_only_adaptive_temperatures_and_name_strategies_without_a_
     assert "Best adaptive strategy: **macl**" in targets
     assert (
         "Time per step within 1.05x of the reference: all paired strategies; no reference cell of the same seed "
-        "on the same machine for sogclr." in targets
+        "in the same boot of the same machine for sogclr." in targets
     )
 
 

@@ -39,6 +39,7 @@ import tempnlp
 from tempnlp._io import write_text_atomic
 from tempnlp.data import resolve_model, snli_triplets
 from tempnlp.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, SogCLRLoss, TempNetLoss
+from tempnlp.provenance import machine_description
 from tempnlp.temperature import (
     CooldownTemperature,
     CosineScheduleTemperature,
@@ -50,7 +51,6 @@ from tempnlp.temperature import (
     MACLTemperature,
     TempNetTemperature,
 )
-from tempnlp.train.run import machine_description
 
 RESULTS = Path(__file__).parent / "results"
 NUM_SAMPLES = 4096  # per-sample state of the stateful losses; each step addresses indices 0..batch-1

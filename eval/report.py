@@ -193,8 +193,8 @@ def _cost_ratio(found: dict[str, dict[int, dict[str, Any]]], strategy: str, refe
     if not _trained(mine):
         value, base = _mean_cost(mine, read), _mean_cost(theirs, read)
         return value / base if value is not None and base else None
-    same_machine = [seed for seed in sorted(set(mine) & set(theirs)) if _host(mine[seed]) == _host(theirs[seed])]
-    pairs = [(read(mine[seed]), read(theirs[seed])) for seed in same_machine]
+    same_host = [seed for seed in sorted(set(mine) & set(theirs)) if _host(mine[seed]) == _host(theirs[seed])]
+    pairs = [(read(mine[seed]), read(theirs[seed])) for seed in same_host]
     ratios = [value / base for value, base in pairs if value is not None and base]
     return float(np.mean(ratios)) if ratios else None
 

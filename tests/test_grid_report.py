@@ -185,7 +185,8 @@ def test_a_tiny_grid_runs_cells_in_subprocesses_and_records_them(tmp_path, monke
     assert record["tau_histogram"]["histograms"][-1]["seen"] == 16
     assert record["peak_memory_mib"] > 0 and record["versions"]["tempnlp"] and "torch threads" in record["machine"]
     # the boot the cell trained in, so that the report pairs step times of one host only
-    assert record["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    assert record["boot_id"] == (boot.read_text().strip() if boot.is_file() else None)
     assert not (tmp_path / "runs" / "tiny" / "isogclr" / "seed-7" / "model").exists()  # only the record is kept
     mtime = (tmp_path / "results" / "tiny" / "mnrl" / "seed-7.json").stat().st_mtime_ns
     assert grid_module.main([str(path)]) == 0  # all done: nothing reruns

@@ -38,11 +38,7 @@ from tempnlp.data.sources import Located, beir_folder, build_train_dataset, loca
 from tempnlp.evaluation.sts import stsb_evaluator
 from tempnlp.models import model_not_found
 from tempnlp.modules import SimCSEMLP, finish_simcse_mlp
-from tempnlp.provenance import (
-    boot_id,
-    machine_description,
-    package_versions,
-)  # also imported from here by eval/bench_loss.py
+from tempnlp.provenance import boot_id, machine_description, package_versions
 from tempnlp.train.callbacks import log_temperature
 from tempnlp.train.folder import LOCK_FILE, RunLock, check_writable, checkpoint_problem, remove_leftovers
 from tempnlp.train.logs import (

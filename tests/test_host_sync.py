@@ -73,7 +73,7 @@ OBJECTIVES = {
     "sogclr": lambda policy: SogCLR(SAMPLES, temperature=policy, check_finite=False),
 }
 # the combinations objectives/rules.py refuses
-REFUSED = {("macl-reweight", o) for o in ("dcl", "sogclr")} | {("learnable", "sogclr"), ("hardness", "sogclr")}
+REFUSED = {(p, o) for p in ("macl-reweight", "learnable") for o in ("dcl", "sogclr")} | {("hardness", "sogclr")}
 PAIRS = [(o, p) for o in OBJECTIVES for p in POLICIES if (p, o) not in REFUSED]
 
 

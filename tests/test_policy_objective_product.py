@@ -363,15 +363,15 @@ def _reference_objective(name, policy, symmetric, anchor_negatives=False) -> Ref
 
 
 def _pairs(policies=POLICIES, objectives=OBJECTIVES) -> list[tuple[str, str]]:
-    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only, a tau trained by
-    the loss's own gradient is refused on SogCLR (see test_a_learnable_tau_is_refused_on_sogclr), and so is the
-    hardness penalty, a logit offset SogCLR's estimator does not take."""
+    """(policy, objective) pairs that are valid: MACL's reweighting is defined for InfoNCE only, and so is a tau
+    trained by the loss's own gradient (see test_a_learnable_tau_is_refused_on_sogclr and _on_dcl); SogCLR refuses
+    the hardness penalty, a logit offset its estimator does not take."""
     return [
         (p, o)
         for o in objectives
         for p in policies
         if (o == "infonce" or "reweight" not in p)
-        and not (p == "learnable" and o == "sogclr")
+        and (o == "infonce" or p != "learnable")
         and not (p.startswith("hardness") and o == "sogclr")  # SogCLR takes no logit offset
     ]
 
@@ -577,6 +577,43 @@ def test_a_learnable_tau_is_refused_on_sogclr():
     assert all(gradient <= 1e-15 for gradient in gradients) and min(gradients) < -1e-3
     with pytest.raises(ValueError, match=r"KL\(p \|\| uniform\) <= 0 in tau: the temperature would only grow"):
         OBJECTIVES["sogclr"](POLICIES["learnable"][0](), False, False)
+
+
+def test_a_learnable_tau_is_refused_on_dcl():
+    """DCL's row loss lse_{j != i}(s_ij / tau) - s_ii / tau tends to (max_j s_ij - s_ii) / tau as tau -> 0: once the
+    positives beat the hardest negative on average, the loss has no minimum in tau and descent drives tau to its
+    floor. InfoNCE's -log P_i is never negative, and on the same batch (one row whose hardest negative beats its
+    positive) its derivative in tau changes sign. The references show both; DCL and DCLW refuse the combination."""
+    generator = torch.Generator().manual_seed(11)
+    positives = 0.7 + 0.2 * torch.rand(6, generator=generator, dtype=torch.float64)
+    negatives = 0.1 + 0.4 * torch.rand(6, 9, generator=generator, dtype=torch.float64)
+    negatives[0, 3] = positives[0] + 0.05  # one hard row; the batch's mean margin stays positive
+    assert (positives - negatives.max(dim=1).values).mean() > 0
+
+    def derivative(kind: str, tau_value: float) -> float:
+        tau = torch.tensor(tau_value, dtype=torch.float64, requires_grad=True)
+        rows = []
+        for i in range(6):
+            partition = negatives[i] / tau
+            if kind == "infonce":
+                partition = torch.cat([(positives[i] / tau).reshape(1), partition])
+            rows.append(torch.logsumexp(partition, dim=0) - positives[i] / tau)
+        (loss := torch.stack(rows).mean()).backward()
+        losses[kind].append(loss.item())
+        return tau.grad.item()
+
+    taus = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0)
+    losses = {"dcl": [], "infonce": []}
+    dcl = [derivative("dcl", t) for t in taus]
+    infonce = [derivative("infonce", t) for t in taus]
+    assert all(d > 0 for d in dcl)  # descent lowers tau at every scale
+    assert losses["dcl"][0] < 2 * losses["dcl"][1] < 0  # ~ -(mean margin) / tau: unbounded below
+    assert infonce[0] < 0 < infonce[-1] and min(losses["infonce"]) >= 0
+    for name in ("dcl", "dclw"):
+        with pytest.raises(ValueError, match=r"DCL's has none once the positives beat the hardest negative"):
+            OBJECTIVES[name](POLICIES["learnable"][0](), False, False)
+    with pytest.raises(ValueError, match=r"needs a loss with a minimum in tau"):
+        DCL(Hardness(LearnableTemperature()))
 
 
 @pytest.mark.parametrize("objective_name", ["dcl", "dclw", "sogclr"])

@@ -47,7 +47,8 @@ class DCLLoss(TemperatureContrastiveLoss):
 
         Args:
             model: SentenceTransformer model.
-            temperature: a positive number or a :class:`~tempnlp.temperature.TemperaturePolicy`.
+            temperature: a positive number or a :class:`~tempnlp.temperature.TemperaturePolicy`; not a
+                :class:`~tempnlp.temperature.LearnableTemperature`, which DCL's loss would drive to its floor.
             sigma: None for DCL; the von Mises-Fisher width for DCLW (0.5 in the paper).
             symmetric: average with the document-to-anchor direction (the paper's two-view form).
             anchor_negatives: also use the other anchors as negatives (the paper's SimCLR setting).

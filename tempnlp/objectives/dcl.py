@@ -7,7 +7,7 @@ from tempnlp._checks import positive_float
 from tempnlp.objectives.base import ContrastiveObjective
 from tempnlp.objectives.candidates import CandidateBatch, Direction
 from tempnlp.temperature import TemperaturePolicy
-from tempnlp.temperature.base import GRADIENT_TRAINED_TAU, LOGIT_OFFSET, RowStatistics
+from tempnlp.temperature.base import LOGIT_OFFSET, RowStatistics
 
 
 class DCL(ContrastiveObjective):
@@ -37,7 +37,7 @@ class DCL(ContrastiveObjective):
     """
 
     positive_in_partition = False
-    offers = frozenset({GRADIENT_TRAINED_TAU, LOGIT_OFFSET})
+    offers = frozenset({LOGIT_OFFSET})
     display_name = "DCL"
 
     def __init__(

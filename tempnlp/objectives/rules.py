@@ -6,10 +6,14 @@ A policy lists what it needs from the objective in ``policy.requires``; an objec
 * MACL's ``1 / (1 - P_i)`` reweighting multiplies the row loss ``-log P_i``, which InfoNCE offers
   (``row_log_probability``); with the positive outside the partition (DCL, SogCLR) the row loss does not vanish as
   ``P_i -> 1`` and the product grows without bound.
-* A temperature trained by the loss's own gradient (CLIP's learnable tau) needs a loss that does not always push
-  it one way (``gradient_trained_tau``): InfoNCE and DCL. SogCLR's objective is ``tau * log s``, whose derivative
-  in tau is ``-KL(p || uniform) <= 0``, so such a tau only grows; the DRO policies add the KL radius ``rho`` that
-  bounds it.
+* A temperature trained by the loss's own gradient (CLIP's learnable tau) needs a loss with a minimum in tau
+  (``gradient_trained_tau``), which InfoNCE has: its row loss ``-log P_i`` is never negative. SogCLR's objective is
+  ``tau * log s``, whose derivative in tau is ``-KL(p || uniform) <= 0``, so such a tau only grows; the DRO
+  policies add the KL radius ``rho`` that bounds it. DCL's row loss ``log sum_{j != i} exp(s_ij / tau) -
+  s_ii / tau`` has the derivative ``(s_ii - E_q[s_ij]) / tau^2`` in tau (``q`` the softmax over the negatives),
+  which tends to ``(s_ii - max_j s_ij) / tau^2`` as tau shrinks: once the positives beat the hardest negative on
+  average over the batch, which is what training achieves, the loss falls without bound as tau -> 0 and such a
+  tau slides to its floor.
 * A hardness penalty is added to the scaled logits (``logit_offset``), which InfoNCE and DCL take; SogCLR's
   moving-average estimator weighs the negatives by ``exp(h / tau)`` alone.
 """
@@ -28,9 +32,22 @@ WHY = {
         "negatives by exp(h / tau) alone. Use InfoNCE or DCL."
     ),
     GRADIENT_TRAINED_TAU: (
-        "is trained by the loss's own gradient, and {name}'s objective tau * log s has the derivative "
-        "-KL(p || uniform) <= 0 in tau: the temperature would only grow. Use IndividualTemperature or "
-        "TempNetTemperature (their DRO update adds the KL radius rho), or a learnable tau on InfoNCE or DCL."
+        "is trained by the loss's own gradient, which needs a loss with a minimum in tau. {tau_reason}"
+    ),
+}
+
+#: why an objective's loss has no minimum in tau, by ``display_name``
+TAU_REASONS = {
+    "SogCLR": (
+        "SogCLR's objective tau * log s has the derivative -KL(p || uniform) <= 0 in tau: the temperature would "
+        "only grow. Use IndividualTemperature or TempNetTemperature (their DRO update adds the KL radius rho), or a "
+        "learnable tau on InfoNCE."
+    ),
+    "DCL": (
+        "DCL's has none once the positives beat the hardest negative on average, as training makes them: with the "
+        "positive outside the denominator a row's loss tends to (hardest negative - positive) / tau as tau -> 0, "
+        "so the loss falls without bound and the temperature slides to min_tau. Use a learnable tau on InfoNCE, or "
+        "a fixed tau or another policy on DCL."
     ),
 }
 
@@ -40,5 +57,6 @@ def check_combination(objective, policy) -> None:
     missing = sorted(policy.requires - objective.offers)
     if missing:
         name = objective.display_name or type(objective).__name__
-        reasons = " ".join(WHY[need].format(name=name) for need in missing)
+        tau_reason = TAU_REASONS.get(name, f"{name}'s has none.")
+        reasons = " ".join(WHY[need].format(name=name, tau_reason=tau_reason) for need in missing)
         raise ValueError(f"{policy!r} {reasons}")

@@ -354,6 +354,14 @@ def test_mteb_runner_names_unknown_tasks_and_missing_data(tmp_path, monkeypatch)
     (task,) = get_tasks(["STS15"])
     with pytest.raises(FileNotFoundError, match=r"STS15: its data is not in the mirror .*mteb/sts15-sts/test.jsonl.gz"):
         inject_mirror_data(task, tmp_path)
+    # a task split into language subsets is refused, even with its file in place, rather than read as each subset
+    (multilingual,) = get_tasks(["STS17"])
+    folder = tmp_path / "datasets" / multilingual.metadata.dataset["path"]
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "test.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps({"sentence1": "a", "sentence2": "b", "score": 1.0}) + "\n")
+    with pytest.raises(NotImplementedError, match=r"STS17 is split into subsets \(ko-ko, .*unset TEMPNLP_MIRROR"):
+        inject_mirror_data(multilingual, tmp_path)
 
 
 # --- diagnostics -------------------------------------------------------------------------------------

@@ -57,12 +57,23 @@ def inject_mirror_data(task: Any, root: Path) -> None:
     from mteb.abstasks.sts import AbsTaskSTS
 
     folder = root / "datasets" / task.metadata.dataset["path"]
+    subsets = list(task.hf_subsets or ["default"])
+    if subsets != ["default"]:
+        # the mirror lays out one file per split; a task split into subsets would read one file as all of them
+        raise NotImplementedError(
+            f"MTEB task {task.metadata.name} is split into subsets ({', '.join(subsets[:4])}"
+            f"{', ...' if len(subsets) > 4 else ''}), which tempnlp's mirror loader does not read; unset "
+            "TEMPNLP_MIRROR to load it from the Hub."
+        )
     if isinstance(task, AbsTaskSTS):
         splits = {}
         for split in task.eval_splits:
             path = folder / f"{split}.jsonl.gz"
             if not path.is_file():
-                raise FileNotFoundError(f"MTEB task {task.metadata.name}: its data is not in the mirror ({path}).")
+                raise FileNotFoundError(
+                    f"MTEB task {task.metadata.name}: its data is not in the mirror ({path}). Put it there, or "
+                    "unset TEMPNLP_MIRROR to load it from the Hub."
+                )
             rows = list(read_jsonl(path))
             if not rows:
                 raise ValueError(f"MTEB task {task.metadata.name}: {path} holds no rows.")

@@ -580,39 +580,44 @@ def test_a_learnable_tau_is_refused_on_sogclr():
 
 
 def test_a_learnable_tau_is_refused_on_dcl():
-    """DCL's row loss lse_{j != i}(s_ij / tau) - s_ii / tau tends to (max_j s_ij - s_ii) / tau as tau -> 0: once the
-    positives beat the hardest negative on average, the loss has no minimum in tau and descent drives tau to its
-    floor. InfoNCE's -log P_i is never negative, and on the same batch (one row whose hardest negative beats its
-    positive) its derivative in tau changes sign. The references show both; DCL and DCLW refuse the combination."""
+    """DCL's row loss lse_{j != i}(s_ij / tau) - w_i s_ii / tau (w_i = 1; DCLW's weights otherwise) has a derivative
+    in tau of at least (w_i s_ii - max_j s_ij) / tau^2: once the (weighted) positives beat the hardest negative on
+    average, descent lowers tau at every scale and the loss falls without bound. InfoNCE's derivative
+    sum_j p_ij (s_ii - s_ij) / tau^2 turns negative at small tau in a row whose hardest negative beats its positive,
+    and the same batch has one. The references show both; DCL, DCLW and a Hardness around a learnable tau on DCL
+    refuse the combination."""
     generator = torch.Generator().manual_seed(11)
     positives = 0.7 + 0.2 * torch.rand(6, generator=generator, dtype=torch.float64)
     negatives = 0.1 + 0.4 * torch.rand(6, 9, generator=generator, dtype=torch.float64)
     negatives[0, 3] = positives[0] + 0.05  # one hard row; the batch's mean margin stays positive
-    assert (positives - negatives.max(dim=1).values).mean() > 0
+    dclw_weights = 2.0 - 6 * torch.softmax(positives / 0.5, dim=0)  # detached, mean 1
+    hardest = negatives.max(dim=1).values
+    assert (positives - hardest).mean() > 0 and (dclw_weights * positives - hardest).mean() > 0
 
     def derivative(kind: str, tau_value: float) -> float:
         tau = torch.tensor(tau_value, dtype=torch.float64, requires_grad=True)
         rows = []
         for i in range(6):
             partition = negatives[i] / tau
+            weight = dclw_weights[i] if kind == "dclw" else 1.0
             if kind == "infonce":
                 partition = torch.cat([(positives[i] / tau).reshape(1), partition])
-            rows.append(torch.logsumexp(partition, dim=0) - positives[i] / tau)
+            rows.append(torch.logsumexp(partition, dim=0) - weight * positives[i] / tau)
         (loss := torch.stack(rows).mean()).backward()
         losses[kind].append(loss.item())
         return tau.grad.item()
 
     taus = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0)
-    losses = {"dcl": [], "infonce": []}
-    dcl = [derivative("dcl", t) for t in taus]
+    losses = {"dcl": [], "dclw": [], "infonce": []}
+    for kind in ("dcl", "dclw"):
+        assert all(derivative(kind, t) > 0 for t in taus), kind  # descent lowers tau at every scale
+        assert losses[kind][0] < 2 * losses[kind][1] < 0, kind  # ~ -(mean margin) / tau: unbounded below
     infonce = [derivative("infonce", t) for t in taus]
-    assert all(d > 0 for d in dcl)  # descent lowers tau at every scale
-    assert losses["dcl"][0] < 2 * losses["dcl"][1] < 0  # ~ -(mean margin) / tau: unbounded below
     assert infonce[0] < 0 < infonce[-1] and min(losses["infonce"]) >= 0
     for name in ("dcl", "dclw"):
-        with pytest.raises(ValueError, match=r"DCL's has none once the positives beat the hardest negative"):
+        with pytest.raises(ValueError, match=r"DCL's does once the positives \(DCLW: weighted by w_i\) beat"):
             OBJECTIVES[name](POLICIES["learnable"][0](), False, False)
-    with pytest.raises(ValueError, match=r"needs a loss with a minimum in tau"):
+    with pytest.raises(ValueError, match=r"Hardness.* is, or holds, a tau trained by the loss's own gradient"):
         DCL(Hardness(LearnableTemperature()))
 
 

@@ -28,7 +28,7 @@ class LearnableTemperature(TemperaturePolicy):
         args = SentenceTransformerTrainingArguments(..., learning_rate_mapping={r"temperature\\.": 1e-3})
 
     Weight decay pulls ``log(1/tau)`` towards 0 (tau towards 1); keep ``weight_decay=0`` (the default) or
-    exclude it, as CLIP does. Only InfoNCE takes it: DCL's and SogCLR's losses have no minimum in tau
+    exclude it, as CLIP does. Only InfoNCE takes it: DCL's and SogCLR's gradients in tau would drive it to a bound
     (``tempnlp/objectives/rules.py``).
 
     Args:

@@ -107,7 +107,7 @@ class RememberedEncode:
     SHAPE_ONLY = frozenset({"batch_size", "show_progress_bar", "convert_to_numpy", "convert_to_tensor"})
 
     def __init__(self, model: SentenceTransformer) -> None:
-        self.model, self.encode = model, model.encode
+        self.model, self.model_encode = model, model.encode
         self.remembered: dict[tuple, np.ndarray] = {}
         self.embedded = 0
         self.asked: set[str] = set()
@@ -124,9 +124,12 @@ class RememberedEncode:
         key = (self.model.max_seq_length, *sorted((k, repr(v)) for k, v in setting.items()))
         missing = list(dict.fromkeys(t for t in texts if (key, t) not in self.remembered))
         if missing:
-            batch_size = kwargs.get("batch_size", 32)
-            computed = self.encode(
-                missing, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True, **setting
+            computed = self.model_encode(
+                missing,
+                batch_size=kwargs.get("batch_size", 32),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                **setting,
             )
             self.remembered.update(((key, t), e) for t, e in zip(missing, computed, strict=True))
             self.embedded += len(missing)

@@ -593,6 +593,7 @@ def test_a_learnable_tau_is_refused_on_dcl():
     dclw_weights = 2.0 - 6 * torch.softmax(positives / 0.5, dim=0)  # detached, mean 1
     hardest = negatives.max(dim=1).values
     assert (positives - hardest).mean() > 0 and (dclw_weights * positives - hardest).mean() > 0
+    losses = {"dcl": [], "dclw": [], "infonce": []}  # the batch loss at each tau, as derivative() computes it
 
     def derivative(kind: str, tau_value: float) -> float:
         tau = torch.tensor(tau_value, dtype=torch.float64, requires_grad=True)
@@ -608,7 +609,6 @@ def test_a_learnable_tau_is_refused_on_dcl():
         return tau.grad.item()
 
     taus = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0)
-    losses = {"dcl": [], "dclw": [], "infonce": []}
     for kind in ("dcl", "dclw"):
         assert all(derivative(kind, t) > 0 for t in taus), kind  # descent lowers tau at every scale
         assert losses[kind][0] < 2 * losses[kind][1] < 0, kind  # ~ -(mean margin) / tau: unbounded below

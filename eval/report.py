@@ -423,8 +423,8 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
 def per_seed_table(
     grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]], curve: Curve, summary: str
 ) -> list[str]:
-    """Each trained strategy's score on each seed, with its regret against the best fixed tau on that seed: the
-    numbers a finished seed fixes, which the means over seeds move away from as later seeds finish."""
+    """Each trained strategy's score on each seed, with its regret on that seed against the grid's best fixed tau
+    (the best by mean over the curve's seeds, not the best of that seed alone): the pairs the regret table averages."""
     seeds = grid["seeds"]
     lines = ["| strategy | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     regrets_by_strategy = {row.strategy: row.best_per_seed for row in curve.rows}
@@ -841,8 +841,10 @@ def grid_section(
             "",
             "### Per seed",
             "",
-            f"Each seed's {summary}, and in brackets its regret against the best fixed tau on that seed, once every "
-            "fixed tau has finished the seed.",
+            f"Each seed's {summary}, and in brackets, once every fixed tau has finished the seed, its regret on that "
+            f"seed against the best fixed tau ({_tau_text(curve.tau)}): the regrets the table above averages. That "
+            "fixed tau is the best by its mean over the curve's seeds, so a later seed can change it, and with it "
+            "every bracket here.",
             "",
             *per_seed_table(grid, found, curve, summary),
             "",

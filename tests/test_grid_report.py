@@ -449,7 +449,7 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
         median = np.mean([np.median([avg(f, seed) for f in fixed]) - avg(strategy, seed) for seed in seeds])
         row = f"| {regret:+.2f} | {at_or_above} / {len(seeds)} | {median:+.2f} | {order.index(strategy) + 1} |"
         assert row in regret_table.split(f"| {strategy} | ")[-1].splitlines()[0], strategy
-        # per seed: the score, and its regret against the best fixed tau on that seed; "-" for an unfinished seed
+        # per seed: the score, and its regret on that seed against the best fixed tau by mean; "-" if unfinished
         shown = [
             f"{avg(strategy, seed):.2f} ({avg(best, seed) - avg(strategy, seed):+.2f})" if seed in seeds else "-"
             for seed in (1, 2, 3)

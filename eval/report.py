@@ -325,6 +325,7 @@ class Regret:
     seeds: int
     median: float  # against the median of the fixed taus' scores, per seed
     rank: int
+    last_tau: float | None  # the mean tau of the last logged step, averaged over the same seeds
 
 
 @dataclass
@@ -351,6 +352,18 @@ def curve_seeds(grid: dict[str, Any], found: dict[str, dict[int, dict[str, Any]]
     so that a fixed tau missing a seed cannot sit above the best one on the seeds it has."""
     fixed = [name for name in fixed_temperatures(grid) if name in found]
     return sorted(set.intersection(*(set(found[name]) for name in fixed))) if fixed else []
+
+
+def _mean_last_tau(records: list[dict[str, Any]]) -> float | None:
+    """The mean temperature of the last logged step's batch, averaged over the records; None if one logged none.
+    Per-sample and per-pair policies log the mean over the batch's temperatures."""
+    last = []
+    for record in records:
+        logged = [entry["tau_mean"] for entry in record.get("curve") or [] if "tau_mean" in entry]
+        if not logged:
+            return None
+        last.append(logged[-1])
+    return float(np.mean(last))
 
 
 def regrets(
@@ -388,6 +401,7 @@ def regrets(
                 seeds=len(shared),
                 median=float(np.mean(against_median)),
                 rank=0,
+                last_tau=_mean_last_tau([found[strategy][seed] for seed in shared]),
             )
         )
     # ranked by regret, which is paired by seed, so a strategy with fewer seeds is compared on its own seeds
@@ -405,17 +419,18 @@ def regret_table(grid: dict[str, Any], curve: Curve, summary: str) -> list[str]:
     tau, rows = curve.tau, curve.rows
     fixed = fixed_temperatures(grid)
     lines = [
-        f"| strategy | tau | {summary} | regret vs best fixed tau ({_tau_text(tau)}) | seeds at or above it | "
-        "regret vs median fixed tau | rank |",
-        "|---|---|---|---|---|---|---|",
+        f"| strategy | tau | tau at the last step | {summary} | regret vs best fixed tau ({_tau_text(tau)}) | "
+        "seeds at or above it | regret vs median fixed tau | rank |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         kind = "adaptive" if is_adaptive(row.strategy) else "-"
         kind = _tau_text(fixed[row.strategy]) if row.strategy in fixed else kind
         kind += " (chosen after seed 1)" if row.strategy in post_hoc(grid) else ""
+        last = "-" if row.last_tau is None else f"{row.last_tau:.3g}"
         lines.append(
-            f"| {row.strategy} | {kind} | {row.spread} | {row.best:+.2f} | {row.seeds_at_or_above} / {row.seeds} | "
-            f"{row.median:+.2f} | {row.rank} |"
+            f"| {row.strategy} | {kind} | {last} | {row.spread} | {row.best:+.2f} | "
+            f"{row.seeds_at_or_above} / {row.seeds} | {row.median:+.2f} | {row.rank} |"
         )
     return lines
 
@@ -835,7 +850,9 @@ def grid_section(
             "on the curve's seeds, as a user tuning tau on this task would pick it; the median fixed tau is, per "
             "seed, the median of the fixed taus' scores, what an untuned pick gives. The best fixed tau is picked on "
             "the same test scores it is compared on, which favours it over the adaptive strategies. Rank is by "
-            "regret against the best fixed tau (ties share a rank).",
+            "regret against the best fixed tau (ties share a rank). Tau at the last step is the mean temperature "
+            "of the batch at the last logged training step (over the batch's samples or pairs where the policy "
+            "gives each its own), averaged over the same seeds: where an adaptive policy left tau.",
             "",
             *regret_table(grid, curve, summary),
             "",

@@ -427,6 +427,14 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
     other = _fixed_tau_grid(tmp_path, rng, "tiny-other", second)
     (tmp_path / "eval" / "results" / "grids" / "tiny" / "cosine" / "seed-3.json").unlink()  # unfinished: paired
     del cells["cosine"][3]
+    for strategy in ("macl", "cosine"):  # tau wanders; the last entry of a curve may log no tau
+        for seed, record in cells[strategy].items():
+            record["curve"] = [
+                *({"step": step, "loss": 1.0, "tau_mean": float(rng.uniform(0.01, 0.5))} for step in (10, 20)),
+                {"step": 20, "train_runtime": 9.0},
+            ]
+            path = tmp_path / "eval" / "results" / "grids" / "tiny" / strategy / f"seed-{seed}.json"
+            path.write_text(json.dumps({**record, "grid": "tiny"}))
     grids = tmp_path / "grids"
     text = report_module.build_report(
         grids, tmp_path / "eval" / "results" / "grids", tmp_path / "eval" / "report.md", tmp_path / "eval" / "plots"
@@ -449,6 +457,10 @@ def test_regret_against_the_fixed_tau_curve_matches_a_naive_computation(tmp_path
         median = np.mean([np.median([avg(f, seed) for f in fixed]) - avg(strategy, seed) for seed in seeds])
         row = f"| {regret:+.2f} | {at_or_above} / {len(seeds)} | {median:+.2f} | {order.index(strategy) + 1} |"
         assert row in regret_table.split(f"| {strategy} | ")[-1].splitlines()[0], strategy
+        last = 2 if strategy == "fixed-0.1" else 1  # the last entry that logs a tau
+        last_tau = np.mean([cells[strategy][seed]["curve"][last]["tau_mean"] for seed in seeds])
+        kind = "0.1" if strategy == "fixed-0.1" else "adaptive"
+        assert f"| {strategy} | {kind} | {last_tau:.3g} | " in regret_table, strategy
         # per seed: the score, and its regret on that seed against the best fixed tau by mean; "-" if unfinished
         shown = [
             f"{avg(strategy, seed):.2f} ({avg(best, seed) - avg(strategy, seed):+.2f})" if seed in seeds else "-"

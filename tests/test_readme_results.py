@@ -43,6 +43,11 @@ def _tables(report: str) -> dict[str, dict[str, list[dict[str, str]]]]:
     return grids
 
 
+def _listing(items: list[str]) -> str:
+    """Items as prose lists them: "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 class Report:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -93,9 +98,17 @@ class Report:
         score, regret = cell.rstrip(")").split(" (")
         return score, regret
 
+    def curve(self, grid: str, strategy: str, column: str) -> str:
+        """A column (named by its start) of the fixed-tau curve table, without its "± std"."""
+        row = self.row(grid, "Against the fixed-tau curve", strategy)
+        return row[next(name for name in row if name.startswith(column))].split(" ± ")[0]
+
+    def section(self, grid: str) -> str:
+        """The grid's part of the report, up to the next grid's heading."""
+        return self.text.split(f"## {grid}\n")[1].split("\n## ")[0]
+
     def finished(self, grid: str) -> tuple[int, int]:
-        block = self.text.split(f"## {grid}\n")[1]
-        done, total = re.search(r"Cells finished: (\d+) of (\d+)\.", block).groups()
+        done, total = re.search(r"Cells finished: (\d+) of (\d+)\.", self.section(grid)).groups()
         return int(done), int(total)
 
 
@@ -174,9 +187,7 @@ def _quoted_sentences(r: Report) -> list[str]:
     done, total = r.finished(regret)
     assert done == total  # "has all 3 seeds"
 
-    def curve(grid: str, strategy: str, column: str) -> str:
-        row = r.row(grid, "Against the fixed-tau curve", strategy)
-        return row[next(name for name in row if name.startswith(column))].split(" ± ")[0]
+    curve = r.curve
 
     def nli_regret(strategy: str) -> float:
         return float(curve(regret, strategy, "regret vs best fixed tau"))
@@ -204,20 +215,18 @@ def _quoted_sentences(r: Report) -> list[str]:
     assert all(float(curve(regret, s, "avg")) < nli_base for s in dro)  # "below the untrained model"
     sentences.append(
         "Against 0.05, paired by seed and with the seeds at or above it: "
-        + ", ".join(with_seeds(s) for s in close[:-1])
-        + f" and {with_seeds(close[-1])} are within a tenth of it; {with_seeds('cosine')}; the DRO temperatures, "
-        "at the authors' rho 0.3, fall below the untrained model: "
-        + ", ".join(with_seeds(s) for s in dro[:-1])
-        + f" and {with_seeds(dro[-1])}"
+        + _listing([with_seeds(s) for s in close])
+        + f" are within a tenth of it; {with_seeds('cosine')}; the DRO temperatures, at the authors' rho 0.3, fall "
+        "below the untrained model: " + _listing([with_seeds(s) for s in dro])
     )
-    targets = r.text.split(f"## {regret}\n")[1].split("### Targets")[1].split("###")[0]
+    targets = r.section(regret).split("### Targets")[1].split("###")[0]
     winners = [s for s in labels if nli_regret(s) <= 0]
     assert all(f"{s} ({curve(regret, s, 'regret vs best fixed tau')}" in targets for s in winners)
     assert all(abs(nli_regret(s)) < 0.05 for s in winners)  # "by hundredths"
     assert "Stretch, +0.3 avg above the best fixed tau (regret <= -0.3): not met." in targets
     sentences.append(
         "The report's target, an adaptive temperature at its defaults at or above the best fixed tau, is met by "
-        + " and ".join(labels[s] for s in winners)
+        + _listing([labels[s] for s in winners])
         + ", by hundredths: a tie, not a gain, and no strategy comes near the stretch target of +0.3"
     )
 
@@ -228,11 +237,12 @@ def _quoted_sentences(r: Report) -> list[str]:
     assert all(0.03 < float(last_tau(s)) < 0.06 for s in near) and all(float(last_tau(s)) > 0.1 for s in high)
     sentences.append(
         "Where the policies left tau says why: "
-        + f"{labels[near[0]]} ends at {last_tau(near[0])}, "
-        + ", ".join(f"{labels[s]} at {last_tau(s)}" for s in near[1:-1])
-        + f" and {labels[near[-1]]} at {last_tau(near[-1])}, near the 0.05 they started from, while "
-        + ", ".join(f"{labels[s]} ({last_tau(s)})" for s in high[:-1])
-        + f" and {labels[high[-1]]} ({last_tau(high[-1])}) end above 0.1, the fixed tau that already loses "
+        + _listing(
+            [f"{labels[near[0]]} ends at {last_tau(near[0])}"] + [f"{labels[s]} at {last_tau(s)}" for s in near[1:]]
+        )
+        + ", near the 0.05 they started from, while "
+        + _listing([f"{labels[s]} ({last_tau(s)})" for s in high])
+        + " end above 0.1, the fixed tau that already loses "
         f"{curve(regret, 'fixed-0.1', 'regret vs best fixed tau').lstrip('+')}"
     )
     cooldown, reference = curve(regret, "cooldown", "avg"), curve(regret, "fixed-0.05", "avg")
@@ -245,15 +255,12 @@ def _quoted_sentences(r: Report) -> list[str]:
         "wraps on both"
     )
 
-    def seed_one(grid: str, strategy: str) -> str:
-        return r.on_seed(grid, strategy, 1)[0]
-
     def scored(grid: str, strategy: str) -> str:
         score, regret_on_seed = r.on_seed(grid, strategy, 1)
         return f"{score} ({regret_on_seed})"
 
     # SciFact: the best fixed tau by mean is the one the report names; every per-seed regret is against it
-    best = re.search(r"Best fixed tau: ([\d.]+) \(`(fixed-[\d.]+)`\)", r.text.split(f"## {retrieval}\n")[1]).groups()
+    best = re.search(r"Best fixed tau: ([\d.]+) \(`(fixed-[\d.]+)`\)", r.section(retrieval)).groups()
     tau, best_fixed = best
     curve_seeds = (1, 2, 3)
     assert curve(retrieval, best_fixed, "seeds at or above") == "3 / 3"  # the curve's means are over three seeds
@@ -276,8 +283,7 @@ def _quoted_sentences(r: Report) -> list[str]:
     assert margin < 0.2  # "by only"
 
     def seed_scores(seed: int) -> str:
-        values = [r.on_seed(retrieval, s, seed)[0] for s in fixed]
-        return f"{', '.join(values[:-1])} and {values[-1]}"
+        return _listing([r.on_seed(retrieval, s, seed)[0] for s in fixed])
 
     sentences.append(
         f"On `{retrieval}` the fixed-tau curve is flatter and its peak moves with the seed: 0.01, 0.02, 0.05 and "
@@ -300,9 +306,9 @@ def _quoted_sentences(r: Report) -> list[str]:
     assert float(r.on_seed(retrieval, "global-dro", 1)[0]) < float(base)
     sentences.append(
         "Seed 1 puts five adaptive temperatures above it: "
-        + ", ".join(f"{labels[s]} {scored(retrieval, s)}" for s in above[:-1])
-        + f" and {labels[above[-1]]} {scored(retrieval, above[-1])}; "
-        + " and ".join(f"{labels[s]} {scored(retrieval, s)}" for s in below)
+        + _listing([f"{labels[s]} {scored(retrieval, s)}" for s in above])
+        + "; "
+        + _listing([f"{labels[s]} {scored(retrieval, s)}" for s in below])
         + f" sit just below, and the global DRO tau {scored(retrieval, 'global-dro')} below the untrained model"
     )
     rest = sorted((s for s in adaptive if s != "macl"), key=lambda s: regret_on(2, s))
@@ -310,8 +316,7 @@ def _quoted_sentences(r: Report) -> list[str]:
     sentences.append(
         f"On seed 2, where {tau} scores {r.on_seed(retrieval, best_fixed, 2)[0]}, only MACL stays above it: "
         f"{r.on_seed(retrieval, 'macl', 2)[0]} ({r.on_seed(retrieval, 'macl', 2)[1]}); then "
-        + ", ".join(f"{labels[s]} {r.on_seed(retrieval, s, 2)[1]}" for s in rest[:-1])
-        + f" and {labels[rest[-1]]} {r.on_seed(retrieval, rest[-1], 2)[1]}"
+        + _listing([f"{labels[s]} {r.on_seed(retrieval, s, 2)[1]}" for s in rest])
     )
     assert min(adaptive, key=lambda s: regret_on(1, s)) == "individual"  # "the lowest regret on seed 1"
     assert float(curve(regret, "individual", "avg")) < nli_base  # "below the untrained model on NLI"

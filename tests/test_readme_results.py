@@ -95,8 +95,8 @@ class Report:
         """(score, regret against the best fixed tau) of one seed, from the per-seed table."""
         cell = self.row(grid, "Per seed", strategy)[f"seed {seed}"]
         assert cell != "-", f"{grid}: {strategy} has not finished seed {seed}"
-        score, nli4 = cell.rstrip(")").split(" (")
-        return score, nli4
+        score, regret = cell.rstrip(")").split(" (")
+        return score, regret
 
     def curve(self, grid: str, strategy: str, column: str) -> str:
         """A column (named by its start) of the fixed-tau curve table, without its "± std"."""
@@ -190,12 +190,16 @@ def _quoted_sentences(r: Report) -> list[str]:
         sentences.append(f"`{grid}`: {done} of {total} cells")
     curve = r.curve
 
+    def printed_regret(grid: str, strategy: str) -> str:
+        """Regret against the best fixed tau as the report prints it: "+0.08", "-0.35"."""
+        return curve(grid, strategy, "regret vs best fixed tau")
+
     def regret_of(grid: str, strategy: str) -> float:
-        return float(curve(grid, strategy, "regret vs best fixed tau"))
+        return float(printed_regret(grid, strategy))
 
     def with_seeds(grid: str, strategy: str) -> str:
         above, seeds = curve(grid, strategy, "seeds at or above").split(" / ")
-        return f"{labels[strategy]} {curve(grid, strategy, 'regret vs best fixed tau')} ({above} of {seeds})"
+        return f"{labels[strategy]} {printed_regret(grid, strategy)} ({above} of {seeds})"
 
     def last_tau(grid: str, strategy: str) -> str:
         return curve(grid, strategy, "tau at the last step")
@@ -251,7 +255,7 @@ def _quoted_sentences(r: Report) -> list[str]:
         + ", near the 0.05 they started from, while "
         + _listing([f"{labels[s]} ({last_tau(nli4, s)})" for s in high])
         + " end above 0.1, the fixed tau that already loses "
-        f"{curve(nli4, 'fixed-0.1', 'regret vs best fixed tau').lstrip('+')}"
+        f"{printed_regret(nli4, 'fixed-0.1').lstrip('+')}"
     )
     cooldown, reference = curve(nli4, "cooldown", "avg"), curve(nli4, "fixed-0.05", "avg")
     sentences.append(f"it is fixed 0.05 in all but name and scores {cooldown} against {reference}")
@@ -259,7 +263,7 @@ def _quoted_sentences(r: Report) -> list[str]:
     assert all(float(hardness[seed]) < float(r.on_seed(nli4, "learnable", seed)[0]) for seed in hardness)
     sentences.append(
         f"on seeds 2 and 3 it scores {hardness[2]} and {hardness[3]} "
-        f"(regret {curve(nli4, 'hardness', 'regret vs best fixed tau')} against 0.05), below the learnable tau it "
+        f"(regret {printed_regret(nli4, 'hardness')} against 0.05), below the learnable tau it "
         "wraps on both"
     )
 
@@ -296,16 +300,15 @@ def _quoted_sentences(r: Report) -> list[str]:
     sentences.append(
         f"Over the three seeds {tau} has the best mean, {curve(scifact4, best_fixed, 'ndcg@10')}, ahead of "
         + " and of ".join(
-            f"{s.removeprefix('fixed-')}'s {curve(scifact4, s, 'ndcg@10')} by "
-            f"{curve(scifact4, s, 'regret vs best fixed tau').lstrip('+')}"
+            f"{s.removeprefix('fixed-')}'s {curve(scifact4, s, 'ndcg@10')} by {printed_regret(scifact4, s).lstrip('+')}"
             for s in runners_up
         )
-        + f", while 0.1 loses {curve(scifact4, last, 'regret vs best fixed tau').lstrip('+')}. Its own score has a "
+        + f", while 0.1 loses {printed_regret(scifact4, last).lstrip('+')}. Its own score has a "
         f"standard deviation of {spread} over the seeds, more than either lead"
     )
     adaptive = list(labels)
     ahead = met_by(scifact4)
-    level = [s for s in adaptive if s not in ahead and curve(scifact4, s, "regret vs best fixed tau") == "+0.00"]
+    level = [s for s in adaptive if s not in ahead and printed_regret(scifact4, s) == "+0.00"]
     behind = sorted((s for s in adaptive if s not in ahead + level), key=lambda s: regret_of(scifact4, s))
     assert all(regret_of(scifact4, s) > 0 for s in behind)
     ahead.sort(key=lambda s: regret_of(scifact4, s))
@@ -354,12 +357,12 @@ def _quoted_sentences(r: Report) -> list[str]:
     sentences.append(
         "SciFact's hardness strategy wraps the per-sample tau, the lowest regret on seed 1 "
         f"({r.on_seed(scifact4, 'individual', 1)[1]}); on seeds 2 and 3 it scores {hardness[2]} and {hardness[3]} "
-        f"(regret {curve(scifact4, 'hardness', 'regret vs best fixed tau')} against {tau}), below the per-sample "
+        f"(regret {printed_regret(scifact4, 'hardness')} against {tau}), below the per-sample "
         "tau it wraps on both"
     )
 
     # both grids: the report's last section
-    every = r.text.split("## Adaptive temperatures against the best fixed tau, every grid\n")[1]
+    every = r.section("Adaptive temperatures against the best fixed tau, every grid")
     verdict = re.search(r"- One adaptive strategy at or above the best fixed tau in every grid: (.*)\n", every)[1]
     assert "Provisional" not in verdict
     both = re.findall(r"met by ([\w-]+)", verdict)
@@ -369,8 +372,8 @@ def _quoted_sentences(r: Report) -> list[str]:
     on_seeds = [curve(grid, one, "seeds at or above").split(" / ")[0] for grid in (nli4, scifact4)]
     sentences.append(
         f"Across both grids (the report's last section), {labels[one]} is the one adaptive temperature at or above "
-        f"the best fixed tau in every grid, by {curve(nli4, one, 'regret vs best fixed tau')} STS average on NLI "
-        f"and {curve(scifact4, one, 'regret vs best fixed tau')} nDCG@10 on SciFact (on {on_seeds[0]} of 3 and "
+        f"the best fixed tau in every grid, by {printed_regret(nli4, one)} STS average on NLI "
+        f"and {printed_regret(scifact4, one)} nDCG@10 on SciFact (on {on_seeds[0]} of 3 and "
         f"{on_seeds[1]} of 3 seeds): a tie with a tuned tau, not a gain"
     )
     steady = ["dystress", "learnable", "macl"]
@@ -384,13 +387,13 @@ def _quoted_sentences(r: Report) -> list[str]:
     sentences.append("the DRO temperatures at the authors' rho 0.3 lose in both grids")
     sentences.append(
         "every policy here started at 0.05, the best fixed tau on NLI and "
-        f"{curve(scifact4, 'fixed-0.05', 'regret vs best fixed tau').lstrip('+')} short of it on SciFact"
+        f"{printed_regret(scifact4, 'fixed-0.05').lstrip('+')} short of it on SciFact"
     )
     sentences.append(
         "Learnable tau scores "
-        + " and ".join(curve(grid, "learnable", "regret vs best fixed tau") for grid in (nli4, scifact4))
+        + " and ".join(printed_regret(grid, "learnable") for grid in (nli4, scifact4))
         + ", MACL "
-        + " and ".join(curve(grid, "macl", "regret vs best fixed tau") for grid in (nli4, scifact4))
+        + " and ".join(printed_regret(grid, "macl") for grid in (nli4, scifact4))
         + ", and no strategy meets either grid's stretch target"
     )
     return sentences
